@@ -1,0 +1,224 @@
+"""The shared machinery of the clipping optimizers.
+
+Everything here is about bookkeeping that torch's ``Optimizer`` does not have: state
+that belongs to the optimizer rather than to one parameter (step counters, clipped-SSTM's
+A_k, the statistics of the last step), the non-finite gradient policy, the evaluation
+point, and hyperparameters that must agree across parameter groups because they act on
+the global gradient norm.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .clipping import CLIPPING_KINDS, global_norm, tensor_norms
+
+__all__ = ["ClippedOptimizer", "NONFINITE_POLICIES"]
+
+NONFINITE_POLICIES = ("skip", "raise")
+
+
+def check_positive(name: str, value: float, *, allow_inf: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number > 0 (∞ only if allowed)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    ok = ok and not math.isnan(value) and (allow_inf or math.isfinite(value))
+    if not ok:
+        bound = "> 0, inf allowed" if allow_inf else "> 0 and finite"
+        raise ValueError(f"Invalid {name}: {value!r} (must be {bound})")
+
+
+def check_range(name: str, value: float, low: float, high: float, spec: str) -> None:
+    """Raise ``ValueError`` unless ``low <= value <= high`` (``spec`` names the range)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or math.isnan(value) or not (low <= value <= high):
+        raise ValueError(f"Invalid {name}: {value!r} (must be in {spec})")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"Invalid {name}: {value!r} (must be one of {', '.join(map(repr, choices))})")
+
+
+class ClippedOptimizer(Optimizer):
+    """Base class: optimizer-level state, the non-finite policy and the evaluation point.
+
+    Optimizer-level state lives in ``self.global_state`` (0-dim tensors on the parameters'
+    device, so reading it never forces a host sync inside ``step()``) and round-trips
+    through ``state_dict()`` under the key ``"global_state"``. Keys shared by subclasses:
+
+    - ``step``: number of applied (non-skipped) steps, k in the paper.
+    - ``skipped_steps``: steps skipped because the gradient norm was not finite.
+    - ``clipped_steps``: applied steps whose gradient was actually shortened.
+    - ``grad_norm``: ‖g‖₂ of the last step's gradient, before clipping.
+    - ``clip_factor``: ‖clip(g)‖ / ‖g‖ of the last step (1 = not clipped).
+
+    Subclasses list the hyperparameters that act on the global norm in
+    ``_global_hparams``; those must agree across parameter groups.
+    """
+
+    _global_hparams: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        defaults: dict[str, Any],
+        *,
+        foreach: bool | None,
+        nonfinite: str,
+    ) -> None:
+        check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+        if foreach not in (None, True, False):
+            raise ValueError(f"Invalid foreach: {foreach!r} (must be None, True or False)")
+        check_choice("clipping", defaults["clipping"], CLIPPING_KINDS)
+        super().__init__(params, defaults)
+        self.foreach = foreach
+        self.nonfinite = nonfinite
+        self.global_state: dict[str, Tensor] = {}
+
+    # -- hyperparameters -------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._validate_group(self.param_groups[-1])
+        first = self.param_groups[0]
+        for name in self._global_hparams:
+            if self.param_groups[-1][name] != first[name]:
+                raise ValueError(
+                    f"Invalid {name}: parameter groups disagree ({first[name]!r} vs "
+                    f"{self.param_groups[-1][name]!r}); it acts on the global gradient norm, "
+                    "so it must be the same in every group"
+                )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` for an invalid hyperparameter of one group."""
+        raise NotImplementedError
+
+    def _shared(self, name: str) -> Any:
+        """A hyperparameter that must agree across groups (re-checked: schedulers write groups)."""
+        value = self.param_groups[0][name]
+        for group in self.param_groups[1:]:
+            if group[name] != value:
+                raise ValueError(
+                    f"Invalid {name}: parameter groups disagree ({value!r} vs {group[name]!r}); "
+                    "it must be the same in every group"
+                )
+        return value
+
+    # -- step helpers ----------------------------------------------------------------
+
+    def _use_foreach(self, tensors: Sequence[Tensor]) -> bool:
+        if self.foreach is not None:
+            return self.foreach
+        return all(t.device.type in ("cpu", "cuda") and not t.is_sparse for t in tensors)
+
+    def _run_closure(self, closure: Callable[[], Any] | None) -> Any:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _collect(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+        """``(group, params, grads)`` for every group, params without a gradient left out."""
+        out = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            out.append((group, params, [p.grad for p in params]))
+        return out
+
+    def _init_global_state(self, device: torch.device, extra: Sequence[str] = ()) -> None:
+        if self.global_state:
+            return
+        # float64 counters are exact integers; MPS has no float64.
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        for key in ("step", "skipped_steps", "clipped_steps", "grad_norm", "clip_factor", *extra):
+            self.global_state[key] = torch.zeros((), dtype=dtype, device=device)
+        self.global_state["clip_factor"].fill_(1.0)
+
+    def _measure(self, grads_per_group: Sequence[Sequence[Tensor]], foreach: bool):
+        """Per-group tensor norms, the global norm and whether it is finite.
+
+        With ``nonfinite="raise"`` this is the one place that reads a device value on the
+        host, before any state is touched.
+        """
+        norms = [tensor_norms(g, foreach=foreach) for g in grads_per_group]
+        total = global_norm([n for group in norms for n in group])
+        applied = torch.isfinite(total)
+        if self.nonfinite == "raise" and not bool(applied):
+            step = int(self.global_state["step"].item()) + int(self.global_state["skipped_steps"].item())
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite gradient norm ({total.item()}) at step "
+                f"{step + 1} (call {step + 1} of step()); no parameter or state was changed. "
+                "Lower the learning rate, check the loss for NaN/Inf, or pass "
+                "nonfinite='skip' to skip such steps and count them."
+            )
+        return norms, total, applied
+
+    def _record(self, total: Tensor, ratio: Tensor, applied: Tensor) -> None:
+        """Update the shared counters and last-step statistics (device ops only)."""
+        gs = self.global_state
+        applied_f = applied.to(gs["step"].dtype)
+        gs["step"].add_(applied_f)
+        gs["skipped_steps"].add_(1 - applied_f)
+        gs["clipped_steps"].add_(applied_f * (ratio < 1).to(applied_f.dtype))
+        gs["grad_norm"].copy_(total)
+        gs["clip_factor"].copy_(torch.where(applied, ratio, 1.0))
+
+    # -- what callers read -----------------------------------------------------------
+
+    @property
+    def num_skipped_steps(self) -> int:
+        """Steps skipped for a non-finite gradient norm (reads the device: a sync)."""
+        value = self.global_state.get("skipped_steps")
+        return 0 if value is None else int(value.item())
+
+    def step_stats(self) -> dict[str, Tensor]:
+        """The last step's statistics as device tensors, for lazy logging (no sync)."""
+        gs = self.global_state
+        if not gs:
+            return {}
+        stats = {
+            "grad_norm": gs["grad_norm"],
+            "clip_factor": gs["clip_factor"],
+            "clipped_fraction": gs["clipped_steps"] / gs["step"].clamp(min=1),
+            "skipped_steps": gs["skipped_steps"],
+        }
+        stats.update(self._extra_stats())
+        return stats
+
+    def _extra_stats(self) -> dict[str, Tensor]:
+        return {}
+
+    def evaluation_point(self) -> list[Tensor]:
+        """Where theory evaluates the method: one tensor per parameter, in group order.
+
+        The parameters themselves unless a subclass keeps another iterate.
+        """
+        return [p for group in self.param_groups for p in group["params"]]
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["global_state"] = dict(self.global_state)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        global_state = state_dict.get("global_state", {})
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        device = params[0].device if params else torch.device("cpu")
+        # Cloned: torch's loader keeps same-device tensors as they are, and in-place
+        # updates must not write into the caller's dict (or into another optimizer).
+        for state in self.state.values():
+            for key, value in state.items():
+                if isinstance(value, Tensor):
+                    state[key] = value.clone()
+        self.global_state = {k: v.detach().clone().to(device) for k, v in global_state.items()}
