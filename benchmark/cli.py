@@ -1,0 +1,36 @@
+"""The clipbench command line: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module and exposes ``main(argv) -> int``; this file only
+dispatches, so ``python -m benchmark --help`` stays fast (nothing heavy is imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv), one line for --help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "convex": ("benchmark.convex.cli", "convex theory suite: high-probability guarantees over many seeds"),
+    "noise": ("benchmark.noise.cli", "gradient-noise tail diagnostics (is this task heavy-tailed?)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m benchmark <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `python -m benchmark <command> --help` for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS:
+        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    return int(module.main(rest) or 0)

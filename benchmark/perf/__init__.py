@@ -1,0 +1,1 @@
+"""Speed benchmarks: ``python -m benchmark.perf <optim|data|train|all>``."""
