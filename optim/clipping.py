@@ -107,11 +107,13 @@ def clip_gradients(
     # One fused pass per tensor; torch has no foreach `where`.
     out = [torch.where(applied, g, 0.0) for g in grads]
     clipped_norm = None
+    # The factors are masked too: λ / NaN is NaN, and NaN · 0 is NaN.
     if clipping == "norm":
-        _mul_(out, clip_coefficient(total_norm, clip_level) * scale, foreach)
+        factor = torch.where(applied, clip_coefficient(total_norm, clip_level), 0.0)
+        _mul_(out, factor * scale, foreach)
         return out, None
     if clipping == "layer_wise":
-        factors = [clip_coefficient(n, clip_level) for n in norms]
+        factors = [torch.where(applied, clip_coefficient(n, clip_level), 0.0) for n in norms]
         for d, f in zip(out, factors):
             d.mul_(f * scale)
         if norms:
