@@ -7,10 +7,16 @@ dispatches, so ``python -m benchmark --help`` stays fast (nothing heavy is impor
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> (module with main(argv), one line for --help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("benchmark.lightning_cli", "train a task with one optimizer (LightningCLI; stacked --config files)"),
+    "validate": ("benchmark.lightning_cli", "evaluate a checkpoint on the validation set"),
+    "test": ("benchmark.lightning_cli", "evaluate a checkpoint on the test split"),
+    "run": ("benchmark.grid", "run a grid of tasks x optimizers x seeds (one process per run) and write the report"),
+    "report": ("benchmark.report", "rebuild the results table and plots from finished runs (CSV logs or offline W&B)"),
     "convex": ("benchmark.convex.cli", "convex theory suite: high-probability guarantees over many seeds"),
     "noise": ("benchmark.noise.cli", "gradient-noise tail diagnostics (is this task heavy-tailed?)"),
 }
@@ -33,4 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    if command in ("fit", "validate", "test"):
+        rest = [command, *rest]
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        # Configuration and data errors carry their own explanation; a traceback only
+        # buries it. CLIPBENCH_TRACEBACK=1 shows it anyway.
+        if os.environ.get("CLIPBENCH_TRACEBACK"):
+            raise
+        print(f"error: {err}\n(set CLIPBENCH_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 2

@@ -1,0 +1,14 @@
+"""One LightningModule per task; the networks live in ``models.architectures``."""
+
+from .base import TaskModule, parameter_groups
+from .classification import ClassificationTask
+from .segmentation import SegmentationTask
+from .super_resolution import SuperResolutionTask
+
+TASKS = {
+    "classification": ClassificationTask,
+    "segmentation": SegmentationTask,
+    "super_resolution": SuperResolutionTask,
+}
+
+__all__ = ["TASKS", "ClassificationTask", "SegmentationTask", "SuperResolutionTask", "TaskModule", "parameter_groups"]

@@ -1,0 +1,56 @@
+"""Per-step optimizer statistics: gradient norm, clipping, SSTM's schedule, learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from optim.base import ClippedOptimizer
+from optim.clipping import global_norm, tensor_norms
+
+__all__ = ["OptimizerStatsCallback"]
+
+
+class OptimizerStatsCallback(pl.Callback):
+    """Log, at every optimizer step, under ``optim/``:
+
+    - ``grad_norm``: ‖g‖₂ before clipping (for optimizers that do not clip, computed here
+      with the same primitives the clipping optimizers use);
+    - ``clip_factor`` (‖clip(g)‖/‖g‖), ``clipped_fraction`` (fraction of steps so far that
+      clipped) and ``skipped_steps`` (non-finite gradients), for clipping optimizers;
+    - ``alpha`` (α_k) and ``clip_threshold`` (λ_k = B/α_k) for clipped-SSTM;
+    - ``lr`` of the first parameter group.
+
+    Values are logged as device tensors: Lightning reads them on the host only when it
+    writes to the loggers (every ``log_every_n_steps``), so a step costs no sync.
+
+    Args:
+        grad_norm_for_all: also compute the gradient norm for optimizers that do not
+            clip (one extra read of the gradients per step).
+    """
+
+    def __init__(self, grad_norm_for_all: bool = True) -> None:
+        self.grad_norm_for_all = grad_norm_for_all
+        self._pending: dict[str, torch.Tensor] = {}
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if isinstance(optimizer, ClippedOptimizer) or not self.grad_norm_for_all:
+            return
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            self._pending["grad_norm"] = global_norm(tensor_norms(grads)).detach()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step == getattr(self, "_logged_step", -1):
+            return  # accumulating gradients: no optimizer step happened
+        self._logged_step = trainer.global_step
+        stats = dict(self._pending)
+        self._pending.clear()
+        for optimizer in trainer.optimizers:
+            if isinstance(optimizer, ClippedOptimizer):
+                stats.update({k: v.detach().clone() for k, v in optimizer.step_stats().items()})
+            stats["lr"] = torch.tensor(float(optimizer.param_groups[0]["lr"]))
+        for name, value in stats.items():
+            pl_module.log(f"optim/{name}", value.float(), on_step=True, on_epoch=False)

@@ -1,0 +1,124 @@
+"""Run metadata for the loggers, and the run's final record: ``final.json`` + weights."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+from optim import get_optimizer_spec
+from optim.base import ClippedOptimizer
+
+__all__ = ["RunSummaryCallback", "run_metadata"]
+
+FINAL_FILE = "final.json"
+WEIGHTS_FILE = "final_weights.pt"
+
+
+def _versions() -> dict[str, str]:
+    import pytorch_lightning
+    import torchmetrics
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+    }
+
+
+def _device(trainer: pl.Trainer) -> str:
+    root = trainer.strategy.root_device
+    if root.type == "cuda":
+        return f"{torch.cuda.get_device_name(root)} x{trainer.num_devices * trainer.num_nodes}"
+    return f"cpu ({platform.processor() or platform.machine()}) x{trainer.num_devices * trainer.num_nodes}"
+
+
+def run_metadata(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+    """What the run config must carry besides the module's own hyperparameters."""
+    spec = get_optimizer_spec(pl_module.optimizer_name)
+    datamodule = trainer.datamodule
+    return {
+        "task": pl_module.task,
+        "arch": pl_module.hparams.get("arch"),
+        "arch_args": pl_module.hparams.get("arch_args"),
+        "dataset": getattr(datamodule, "name", type(datamodule).__name__ if datamodule else None),
+        "optimizer": spec.name,
+        "optimizer_hparams": {**spec.defaults, **pl_module.optimizer_args},
+        "optimizer_defaults_source": spec.source,
+        "seed": pl_module.init_seed,
+        "eval_at": pl_module.eval_at,
+        "precision": str(trainer.precision),
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "batch_size": getattr(datamodule, "batch_size", None),
+        "world_size": trainer.world_size,
+        "device": _device(trainer),
+        "versions": _versions(),
+    }
+
+
+class RunSummaryCallback(pl.Callback):
+    """Log the run metadata at fit start; at fit end write ``final.json`` and export the
+    weights at the optimizer's evaluation point (``final_weights.pt``) into the run
+    directory (``trainer.default_root_dir``).
+
+    Args:
+        export_weights: save ``final_weights.pt`` (the module's state dict at the
+            evaluation point, or at the parameters with ``eval_at=parameters``).
+    """
+
+    def __init__(self, export_weights: bool = True) -> None:
+        self.export_weights = export_weights
+        self._start = 0.0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            metadata = run_metadata(trainer, pl_module)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(metadata)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Every rank takes part in building the state dict; rank 0 writes.
+        state = pl_module.evaluation_state_dict() if self.export_weights else None
+        at_evaluation_point = pl_module.uses_evaluation_point
+        self._write(trainer, pl_module, state, at_evaluation_point)
+
+    @rank_zero_only
+    def _write(self, trainer, pl_module, state, at_evaluation_point: bool) -> None:
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        stats = {}
+        for optimizer in trainer.optimizers:
+            if isinstance(optimizer, ClippedOptimizer):
+                stats = {k: float(v) for k, v in optimizer.step_stats().items()}
+        record = {
+            **run_metadata(trainer, pl_module),
+            "evaluated_at": "evaluation_point" if at_evaluation_point else "parameters",
+            "primary_metric": pl_module.primary_metric,
+            "metrics": metrics,
+            "optimizer_stats": stats,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "train_seconds": round(time.monotonic() - self._start, 2),
+            "weights": WEIGHTS_FILE if state is not None else None,
+        }
+        if state is not None:
+            _atomic(run_dir / WEIGHTS_FILE, lambda p: torch.save(state, p))
+        _atomic(run_dir / FINAL_FILE, lambda p: p.write_text(json.dumps(record, indent=2, sort_keys=True)))
+
+
+def _atomic(path: Path, write) -> None:
+    """Write to a temporary sibling and rename: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)

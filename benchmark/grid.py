@@ -1,0 +1,235 @@
+"""``python -m benchmark run``: a grid of runs (dataset × optimizer × seed) and its report.
+
+Each run is its own process (``python -m benchmark fit`` with a stack of config
+fragments), writing into ``<runs-dir>/<dataset>/<optimizer>/seed<seed>/``. The grid is
+resumable: a run whose ``final.json`` exists is not redone, and an unfinished one resumes
+from its last checkpoint (``--ckpt_path last``). Runs are spread over the visible GPUs,
+one GPU each (``--parallel``); on CPU they run one after another. At the end the report
+(``summary.md``, ``results.json``, plots) is written into ``--out``.
+
+Presets:
+    bench   the embedded datasets with small budgets (``<dataset>/embedded*.yaml``):
+            what ``make bench`` runs, minutes on a laptop CPU.
+    full    the reference protocols on real data (``--data-dir`` required).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .report import build_report, load_runs
+
+__all__ = ["DATASETS", "GridRun", "main", "plan"]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DATASETS = ("imagenet", "voc", "div2k")
+DEFAULT_OPTIMIZERS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
+
+
+@dataclass
+class GridRun:
+    dataset: str
+    optimizer: str
+    seed: int
+    run_dir: Path
+    command: list[str]
+    env: dict[str, str]
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "final.json").exists()
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.optimizer}/seed{self.seed}"
+
+
+def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
+    """The YAML fragments of one run, in override order.
+
+    Raises:
+        FileNotFoundError: no config for this dataset/optimizer (the message lists what exists).
+    """
+    folder = CONFIG_DIR / dataset
+    optimizer_file = folder / f"{optimizer}.yaml"
+    if not optimizer_file.exists():
+        available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("data", "model") and not p.stem.startswith("embedded"))
+        raise FileNotFoundError(
+            f"no optimizer config {optimizer_file}; configs exist for: {', '.join(available)}. "
+            "Add one (a model.init_args.optimizer_args fragment) to benchmark other optimizers."
+        )
+    stack = [CONFIG_DIR / "trainer.yaml", folder / "data.yaml", folder / "model.yaml", optimizer_file]
+    if preset == "bench":
+        stack.append(folder / "embedded.yaml")
+        tuned = folder / f"embedded_{optimizer}.yaml"
+        if tuned.exists():
+            stack.append(tuned)
+    return stack
+
+
+def _data_dirs(values: list[str], datasets: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if sep and name in DATASETS:
+            out[name] = path
+        elif len(datasets) == 1:
+            out[datasets[0]] = value
+        else:
+            raise SystemExit(f"error: --data-dir {value!r}: with several datasets write DATASET=PATH")
+    return out
+
+
+def plan(args: argparse.Namespace) -> list[GridRun]:
+    """The runs of the grid, in execution order."""
+    data_dirs = _data_dirs(args.data_dir or [], args.datasets)
+    if args.preset == "full":
+        missing = [d for d in args.datasets if d not in data_dirs]
+        if missing:
+            raise SystemExit(f"error: --preset full needs --data-dir for {', '.join(missing)} (the real dataset's root)")
+    runs = []
+    for dataset in args.datasets:
+        for optimizer in args.optimizers:
+            stack = config_stack(dataset, optimizer, args.preset)
+            for seed in args.seeds:
+                run_dir = Path(args.runs_dir) / dataset / optimizer / f"seed{seed}"
+                cmd = [sys.executable, "-m", "benchmark", "fit"]
+                for path in stack:
+                    cmd += ["--config", str(path)]
+                cmd += ["--seed_everything", str(seed), "--run.dir", str(run_dir), "--run.wandb", args.wandb]
+                if dataset in data_dirs:
+                    cmd += ["--data.init_args.data_dir", data_dirs[dataset]]
+                if args.epochs is not None:
+                    cmd += ["--trainer.max_epochs", str(args.epochs)]
+                if args.devices is not None:
+                    cmd += ["--trainer.devices", str(args.devices)]
+                if args.nodes is not None:
+                    cmd += ["--trainer.num_nodes", str(args.nodes)]
+                if args.accelerator is not None:
+                    cmd += ["--trainer.accelerator", args.accelerator]
+                cmd += list(args.extra) + ["--ckpt_path", "last"]
+                runs.append(GridRun(dataset, optimizer, seed, run_dir, cmd, {}))
+    return runs
+
+
+def _gpu_slots(parallel: str, devices: int | None) -> list[str | None]:
+    """One entry per concurrent run: the CUDA_VISIBLE_DEVICES it gets (None: inherit)."""
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA means CPU
+        gpus = 0
+    if parallel == "auto":
+        count = gpus if gpus > 1 and (devices or 1) == 1 else 1
+    else:
+        count = max(1, int(parallel))
+    if count == 1 or gpus == 0:
+        return [None] * count
+    return [str(i % gpus) for i in range(count)]
+
+
+def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list[GridRun]:
+    """Run the unfinished runs, ``len(slots)`` at a time; returns those that failed."""
+    from tqdm import tqdm
+
+    todo = [r for r in runs if not r.finished]
+    done_before = len(runs) - len(todo)
+    failed: list[GridRun] = []
+    active: dict[int, tuple[GridRun, subprocess.Popen, object]] = {}
+    bar = tqdm(total=len(runs), initial=done_before, desc="grid", unit="run", dynamic_ncols=True)
+    queue = list(todo)
+    try:
+        while queue or active:
+            for slot, gpu in enumerate(slots):
+                if slot in active or not queue:
+                    continue
+                run = queue.pop(0)
+                run.run_dir.mkdir(parents=True, exist_ok=True)
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", **run.env}
+                if gpu is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = gpu
+                log = None if verbose else open(run.run_dir / "stdout.log", "a")
+                proc = subprocess.Popen(run.command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+                active[slot] = (run, proc, log)
+                bar.set_postfix_str(", ".join(r.label for r, _, _ in active.values()))
+            time.sleep(0.5)
+            for slot, (run, proc, log) in list(active.items()):
+                if proc.poll() is None:
+                    continue
+                del active[slot]
+                if log:
+                    log.close()
+                if proc.returncode != 0 or not run.finished:
+                    failed.append(run)
+                    tail = (run.run_dir / "stdout.log").read_text()[-2000:] if not verbose else ""
+                    bar.write(f"FAILED {run.label} (exit {proc.returncode}); log: {run.run_dir / 'stdout.log'}\n{tail}")
+                bar.update(1)
+    finally:
+        for _, proc, _ in active.values():
+            proc.terminate()
+        bar.close()
+    return failed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark run",
+        description=__doc__.split("\n\n")[0],
+        epilog="Arguments after -- go to every `python -m benchmark fit`, e.g. -- --trainer.max_steps 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets (tasks) to run")
+    parser.add_argument("--optimizers", nargs="+", default=list(DEFAULT_OPTIMIZERS), help="registry names, each needs benchmark/configs/<dataset>/<name>.yaml")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (initial weights and data order)")
+    parser.add_argument("--preset", choices=("bench", "full"), default="bench", help="bench: embedded data, small budgets; full: reference protocol on real data")
+    parser.add_argument("--data-dir", action="append", help="root of the real dataset (DATASET=PATH with several datasets)")
+    parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument("--devices", default=None, help="devices per run (DDP when > 1)")
+    parser.add_argument("--nodes", type=int, default=None, help="nodes per run")
+    parser.add_argument("--accelerator", default=None, help="cpu, gpu, auto (default: the configs' auto)")
+    parser.add_argument("--parallel", default="auto", help="concurrent runs; auto = one per visible GPU when each run uses one device")
+    parser.add_argument("--runs-dir", default="runs", help="where run directories go")
+    parser.add_argument("--out", default=None, help="report directory (default: results/<timestamp>)")
+    parser.add_argument("--wandb", default="auto", choices=("auto", "online", "offline", "disabled"))
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument("--verbose", action="store_true", help="show each run's output instead of writing stdout.log")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
+    runs = plan(args)
+    if args.dry_run:
+        for run in runs:
+            print(("# done: " if run.finished else "") + shlex.join(run.command))
+        return 0
+    start = time.monotonic()
+    failed = execute(runs, _gpu_slots(args.parallel, int(args.devices) if args.devices else None), args.verbose)
+    out = Path(args.out or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
+    finished = [r.run_dir for r in runs if r.finished]
+    if not finished:
+        print("error: no run finished; see the logs above", file=sys.stderr)
+        return 1
+    minutes = (time.monotonic() - start) / 60
+    notes = (
+        f"Grid: datasets {', '.join(args.datasets)}; optimizers {', '.join(args.optimizers)}; seeds {args.seeds}; "
+        f"preset `{args.preset}`; {len(finished)}/{len(runs)} runs finished; this invocation took {minutes:.1f} min.\n"
+    )
+    build_report(load_runs(finished), out, notes=notes)
+    print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
+    print(f"\nwrote {out}/summary.md, results.json and plots ({minutes:.1f} min)")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(r.label for r in failed)}", file=sys.stderr)
+        return 1
+    return 0

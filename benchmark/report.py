@@ -1,0 +1,341 @@
+"""The benchmark report: the thesis's table, per-task plots and every figure as JSON.
+
+``python -m benchmark report RUN [RUN ...] --out DIR`` reads finished runs, each a run
+directory written by ``python -m benchmark fit`` (``final.json`` + ``metrics.csv``), a
+directory holding such runs at any depth, or an offline W&B run (``offline-run-*``), and
+writes ``summary.md``, ``results.json`` and ``<dataset>_curves.png`` into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = ["RunRecord", "TASK_ROWS", "build_report", "load_runs", "main"]
+
+# dataset -> (task label, model label, metric label, factor to the table's unit)
+TASK_ROWS: dict[str, tuple[str, str, str, float]] = {
+    "imagenet": ("ImCl", "ResNet-18", "Top-1 (%)", 100.0),
+    "voc": ("SemSeg", "FCN32s + VGG16", "val mIoU", 1.0),
+    "div2k": ("SupRes", "SRResNet", "val mPSNR (dB)", 1.0),
+}
+PRIMARY = {"classification": "val/top1", "segmentation": "val/miou", "super_resolution": "val/psnr"}
+TASK_DATASET = {"classification": "imagenet", "segmentation": "voc", "super_resolution": "div2k"}
+OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "clipped_sgd": "Clipped-SGD", "clipped_sstm": "Clipped-SSTM"}
+# The thesis's table (Zholobov, MIPT), for side-by-side reading.
+THESIS = {
+    "imagenet": {"adam": 47.21, "clipped_sgd": 52.32, "sgd": 45.8, "clipped_sstm": 47.2},
+    "voc": {"adam": 0.466, "clipped_sgd": 0.576, "sgd": 0.578, "clipped_sstm": 0.549},
+    "div2k": {"adam": 18.046, "clipped_sgd": 17.855, "sgd": 17.873, "clipped_sstm": 17.869},
+}
+
+
+@dataclass
+class RunRecord:
+    """One finished run, from its files."""
+
+    source: str
+    dataset: str
+    task: str
+    optimizer: str
+    seed: int | None
+    primary_metric: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _float(value: str) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _curves(rows: Iterable[dict[str, Any]], primary: str) -> tuple[list, list]:
+    loss, val = [], []
+    for row in rows:
+        step = _float(row.get("step", row.get("trainer/global_step")))
+        if step is None:
+            continue
+        for key, target in (("train/loss_step", loss), (primary, val)):
+            value = _float(row.get(key))
+            if value is not None:
+                target.append((int(step), value))
+    return loss, val
+
+
+def _from_run_dir(path: Path) -> RunRecord:
+    final = json.loads((path / "final.json").read_text())
+    primary = final.get("primary_metric") or PRIMARY[final["task"]]
+    record = RunRecord(
+        source=str(path),
+        dataset=final.get("dataset") or TASK_DATASET[final["task"]],
+        task=final["task"],
+        optimizer=final["optimizer"],
+        seed=final.get("seed"),
+        primary_metric=primary,
+        metrics=final.get("metrics", {}),
+        info={k: final.get(k) for k in ("train_seconds", "evaluated_at", "optimizer_stats", "global_step", "device", "arch", "arch_args")},
+    )
+    csv_path = path / "metrics.csv"
+    if csv_path.exists():
+        with csv_path.open() as f:
+            record.loss_curve, record.val_curve = _curves(csv.DictReader(f), primary)
+    return record
+
+
+def _from_wandb(path: Path) -> RunRecord:
+    from .tracking import read_offline_run
+
+    run = read_offline_run(path)
+    config = run.config
+    task = config.get("task")
+    if task not in PRIMARY:
+        raise ValueError(f"{path}: the W&B run has no clipbench 'task' in its config")
+    primary = PRIMARY[task]
+    record = RunRecord(
+        source=str(path),
+        dataset=config.get("dataset") or TASK_DATASET[task],
+        task=task,
+        optimizer=config.get("optimizer", "?"),
+        seed=config.get("seed"),
+        primary_metric=primary,
+        metrics={k: float(v) for k, v in run.summary.items() if isinstance(v, (int, float)) and "/" in k},
+        info={"evaluated_at": config.get("eval_at")},
+    )
+    record.loss_curve, record.val_curve = _curves(run.history, primary)
+    return record
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
+    """Every finished run under ``paths`` (run dirs, trees of them, offline W&B runs).
+
+    A run directory with ``final.json`` is read from its files; an offline W&B run only
+    when no such file describes the same run.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or nothing under the paths is a run.
+    """
+    records, seen = [], set()
+    for root in map(Path, paths):
+        if not root.exists():
+            raise FileNotFoundError(f"no such run or directory: {root}")
+        for final in sorted([root / "final.json"] if (root / "final.json").exists() else root.rglob("final.json")):
+            records.append(_from_run_dir(final.parent))
+            seen.add(final.parent.resolve())
+        offline = [root] if root.name.startswith("offline-run-") else sorted(root.rglob("offline-run-*"))
+        for run_dir in offline:
+            owner = run_dir.parent.parent.resolve()  # <run dir>/wandb/offline-run-*
+            if owner not in seen and run_dir.is_dir():
+                records.append(_from_wandb(run_dir))
+    if not records:
+        raise FileNotFoundError(
+            f"no finished runs under {', '.join(map(str, paths))} (looked for final.json and wandb/offline-run-*)"
+        )
+    return records
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def aggregate(records: list[RunRecord]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """dataset -> optimizer -> metric -> {mean, std, min, max, n} across seeds."""
+    out: dict = {}
+    for r in records:
+        for key, value in r.metrics.items():
+            out.setdefault(r.dataset, {}).setdefault(r.optimizer, {}).setdefault(key, []).append(value)
+    return {
+        d: {o: {k: _stats(v) for k, v in metrics.items()} for o, metrics in per_opt.items()}
+        for d, per_opt in out.items()
+    }
+
+
+def _order(optimizers: Iterable[str]) -> list[str]:
+    known = list(OPTIMIZER_LABELS)
+    return sorted(optimizers, key=lambda o: (known.index(o) if o in known else len(known), o))
+
+
+def _cell(stats: dict[str, float], factor: float, digits: int, best: bool) -> str:
+    text = f"{stats['mean'] * factor:.{digits}f}"
+    if stats["n"] > 1:
+        text += f" ± {stats['std'] * factor:.{digits}f}"
+    return f"**{text}**" if best else text
+
+
+def thesis_table(agg: dict, records: list[RunRecord]) -> str:
+    """Rows Task / Model / Metric, one column per optimizer, the best of a row in bold."""
+    optimizers = _order({r.optimizer for r in records})
+    header = ["Task", "Model", "Metric", *(OPTIMIZER_LABELS.get(o, o) for o in optimizers)]
+    has_sr = "div2k" in agg or any(r.task == "super_resolution" for r in records)
+    if has_sr:
+        header.append("bicubic")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for dataset in sorted(agg, key=lambda d: list(TASK_ROWS).index(d) if d in TASK_ROWS else 99):
+        primary = next(r.primary_metric for r in records if r.dataset == dataset)
+        task, model, label, factor = TASK_ROWS.get(dataset, (dataset, "", primary, 1.0))
+        digits = 2 if factor != 1.0 or primary.endswith("psnr") else 3
+        means = {o: agg[dataset][o][primary]["mean"] for o in optimizers if primary in agg[dataset].get(o, {})}
+        best = max(means.values()) if means else None
+        cells = [
+            _cell(agg[dataset][o][primary], factor, digits, means[o] == best) if o in means else "—"
+            for o in optimizers
+        ]
+        if has_sr:
+            bicubic = [agg[dataset][o].get(f"{primary}_bicubic") for o in optimizers]
+            bicubic = [b for b in bicubic if b]
+            cells.append(f"{bicubic[0]['mean'] * factor:.{digits}f}" if bicubic else "—")
+        lines.append("| " + " | ".join([task, model, label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def details_table(agg: dict) -> str:
+    """Every metric of every task: mean ± std [min, max] across seeds."""
+    lines = []
+    for dataset, per_opt in agg.items():
+        metrics = sorted({m for stats in per_opt.values() for m in stats if m.startswith(("val/", "test/"))})
+        lines += [f"\n### {dataset}\n", "| optimizer | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for o in _order(per_opt):
+            cells = []
+            for m in metrics:
+                s = per_opt[o].get(m)
+                if s is None:
+                    cells.append("—")
+                elif s["n"] > 1:
+                    cells.append(f"{s['mean']:.4g} ± {s['std']:.2g} [{s['min']:.4g}, {s['max']:.4g}]")
+                else:
+                    cells.append(f"{s['mean']:.4g}")
+            lines.append(f"| {OPTIMIZER_LABELS.get(o, o)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
+    """Per dataset: training loss vs step and the primary validation metric vs step,
+    one line per optimizer (the mean over seeds; a band spans their min to max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dataset in sorted({r.dataset for r in records}):
+        runs = [r for r in records if r.dataset == dataset]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for optimizer in _order({r.optimizer for r in runs}):
+            for ax, attr in zip(axes, ("loss_curve", "val_curve")):
+                curves = [dict(getattr(r, attr)) for r in runs if r.optimizer == optimizer and getattr(r, attr)]
+                if not curves:
+                    continue
+                steps = sorted(set.intersection(*(set(c) for c in curves)))
+                if not steps:
+                    continue
+                values = [[c[s] for c in curves] for s in steps]
+                mean = [statistics.fmean(v) for v in values]
+                line = ax.plot(steps, mean, label=OPTIMIZER_LABELS.get(optimizer, optimizer), marker="o" if attr == "val_curve" else None, ms=3)
+                if len(curves) > 1:
+                    ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line[0].get_color(), alpha=0.2)
+        primary = runs[0].primary_metric
+        axes[0].set(title=f"{dataset}: training loss", xlabel="step", ylabel="train/loss")
+        axes[0].set_yscale("log")
+        axes[1].set(title=f"{dataset}: {primary}", xlabel="step", ylabel=primary)
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{dataset}_curves.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def build_report(records: list[RunRecord], out_dir: Path, *, title: str = "clipbench results", notes: str = "") -> dict[str, Any]:
+    """Write ``summary.md``, ``results.json`` and the plots into ``out_dir``.
+
+    Returns:
+        The content of ``results.json``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(records)
+    plots = plot_curves(records, out_dir)
+    seeds = sorted({r.seed for r in records if r.seed is not None})
+    parts = [
+        f"# {title}\n",
+        notes,
+        f"Runs: {len(records)} ({', '.join(sorted({r.dataset for r in records}))}; seeds {seeds}). "
+        "Metrics are read at the optimizer's evaluation point (clipped-SSTM: y, averaged clipped-SGD: x̄) "
+        "unless a run says otherwise; with several seeds a cell is mean ± std. Best per row in bold.\n",
+        thesis_table(agg, records),
+        "\n\nThe thesis's figures for the same table (real data, full budgets), for reference:\n",
+        _thesis_reference_table(),
+        "\n\n## Every metric\n",
+        details_table(agg),
+        "\n\n## Runs\n",
+        _runs_table(records),
+        "\n\n## Plots\n",
+        *(f"\n![{p.stem}]({p.name})\n" for p in plots),
+    ]
+    (out_dir / "summary.md").write_text("\n".join(parts) + "\n")
+    results = {"aggregate": agg, "runs": [asdict(r) for r in records], "plots": [p.name for p in plots]}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _thesis_reference_table() -> str:
+    optimizers = ["sgd", "adam", "clipped_sgd", "clipped_sstm"]
+    lines = ["| Task | Model | Metric | " + " | ".join(OPTIMIZER_LABELS[o] for o in optimizers) + " |", "|---|---|---|---|---|---|---|"]
+    for dataset, (task, model, label, _) in TASK_ROWS.items():
+        values = THESIS[dataset]
+        best = max(values.values())
+        cells = [f"**{values[o]}**" if values[o] == best else str(values[o]) for o in optimizers]
+        lines.append(f"| {task} | {model} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _runs_table(records: list[RunRecord]) -> str:
+    lines = ["| dataset | optimizer | seed | evaluated at | steps | train s | clipped | skipped | source |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r.dataset, _order([r.optimizer]), r.seed or 0)):
+        stats = r.info.get("optimizer_stats") or {}
+        clipped = f"{stats['clipped_fraction']:.0%}" if "clipped_fraction" in stats else "—"
+        skipped = f"{stats['skipped_steps']:.0f}" if "skipped_steps" in stats else "—"
+        lines.append(
+            f"| {r.dataset} | {OPTIMIZER_LABELS.get(r.optimizer, r.optimizer)} | {r.seed} | {r.info.get('evaluated_at') or '—'} | "
+            f"{r.info.get('global_step') or '—'} | {r.info.get('train_seconds') or '—'} | {clipped} | {skipped} | `{r.source}` |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories, trees of them, or offline W&B runs")
+    parser.add_argument("--out", default=None, help="output directory (default: results/report-<timestamp>)")
+    args = parser.parse_args(argv)
+    import time
+
+    out = Path(args.out or f"results/report-{time.strftime('%Y%m%d-%H%M%S')}")
+    records = load_runs(args.runs)
+    build_report(records, out)
+    print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
+    print(f"\nwrote {out}/summary.md, results.json and {len(list(out.glob('*.png')))} plot(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
