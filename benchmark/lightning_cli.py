@@ -36,6 +36,7 @@ from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
 from .callbacks import OptimizerStatsCallback, RunSummaryCallback
+from .callbacks.run_summary import dataset_name
 from .tracking import WANDB_MODES, make_loggers
 
 __all__ = ["ClipbenchCLI", "default_run_dir"]
@@ -67,8 +68,9 @@ class ClipbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_project", type=str, default="clipbench", help="W&B project")
         parser.add_lightning_class_args(OptimizerStatsCallback, "optimizer_stats")
         parser.add_lightning_class_args(RunSummaryCallback, "run_summary")
-        # Same seed -> same initial weights, whichever optimizer is trained.
+        # Same seed -> same initial weights and data order, whichever optimizer is trained.
         parser.link_arguments("seed_everything", "model.init_args.init_seed")
+        parser.link_arguments("seed_everything", "data.init_args.seed")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -90,7 +92,7 @@ class ClipbenchCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         config = self.config[self.subcommand]
-        dataset = getattr(self.datamodule, "name", type(self.datamodule).__name__.lower())
+        dataset = dataset_name(self.datamodule)
         run_dir = Path(config.run.dir or default_run_dir(dataset, self.model.optimizer_name, config.seed_everything))
         trainer_config = self._get(self.config_init, "trainer", default={})
         if trainer_config.get("default_root_dir") is None:
@@ -106,7 +108,13 @@ class ClipbenchCLI(LightningCLI):
                 # The whole CLI config (trainer settings included): the W&B run reproduces it.
                 config={"cli": yaml.safe_load(self.parser.dump(self.config, skip_none=False)).get(self.subcommand, {})},
             )
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # Checkpoints in one fixed place, whatever the loggers' versions: `--ckpt_path last`
+        # and a requeued job must find them.
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) is None:
+                callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return trainer
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """The benchmark report: the thesis's table, per-task plots and every figure as JSON.
 
 ``python -m benchmark report RUN [RUN ...] --out DIR`` reads finished runs, each a run
-directory written by ``python -m benchmark fit`` (``final.json`` + ``metrics.csv``), a
+directory written by ``python -m benchmark fit`` (``final.json`` + ``csv/*/metrics.csv``), a
 directory holding such runs at any depth, or an offline W&B run (``offline-run-*``), and
 writes ``summary.md``, ``results.json`` and ``<dataset>_curves.png`` into DIR.
 """
@@ -9,7 +9,6 @@ writes ``summary.md``, ``results.json`` and ``<dataset>_curves.png`` into DIR.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -17,6 +16,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from .tracking import read_metrics_csv, read_offline_run
 
 __all__ = ["RunRecord", "TASK_ROWS", "build_report", "load_runs", "main"]
 
@@ -87,16 +88,11 @@ def _from_run_dir(path: Path) -> RunRecord:
         metrics=final.get("metrics", {}),
         info={k: final.get(k) for k in ("train_seconds", "evaluated_at", "optimizer_stats", "global_step", "device", "arch", "arch_args")},
     )
-    csv_path = path / "metrics.csv"
-    if csv_path.exists():
-        with csv_path.open() as f:
-            record.loss_curve, record.val_curve = _curves(csv.DictReader(f), primary)
+    record.loss_curve, record.val_curve = _curves(read_metrics_csv(path), primary)
     return record
 
 
 def _from_wandb(path: Path) -> RunRecord:
-    from .tracking import read_offline_run
-
     run = read_offline_run(path)
     config = run.config
     task = config.get("task")

@@ -13,6 +13,7 @@ import json
 import logging
 import netrc
 import os
+import secrets
 import socket
 import struct
 import warnings
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["OfflineRun", "WANDB_MODES", "make_loggers", "read_offline_run", "resolve_wandb_mode"]
+__all__ = ["OfflineRun", "WANDB_MODES", "make_loggers", "read_metrics_csv", "read_offline_run", "resolve_wandb_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,22 @@ def make_loggers(
     tags: list[str],
     config: dict[str, Any],
 ) -> list:
-    """A CSV logger (``run_dir/metrics.csv``) and, unless disabled, a WandbLogger.
+    """A CSV logger and, unless disabled, a WandbLogger.
 
-    The W&B run id is kept in ``run_dir/wandb_run.json``: a restarted run resumes the same
-    W&B run when online; offline runs cannot be resumed, so a restart writes a new offline
-    run whose config names the run it continues (``resumed_from``) in the same group.
+    CSV: each launch of the run (a first start, then every resume) writes its own
+    ``run_dir/csv/<segment>/metrics.csv`` (Lightning's CSV writer empties a directory it
+    reuses); :func:`read_metrics_csv` joins the segments.
+
+    W&B: the run id is kept in ``run_dir/wandb_run.json``: a restarted run resumes the
+    same W&B run when online; offline runs cannot be resumed, so a restart writes a new
+    offline run whose config names the run it continues (``resumed_from``), in the same
+    group.
     """
     from pytorch_lightning.loggers import CSVLogger
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    loggers: list = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    segment = len(list((run_dir / "csv").glob("[0-9]*")))
+    loggers: list = [CSVLogger(save_dir=str(run_dir), name="csv", version=str(segment))]
     mode = resolve_wandb_mode(mode)
     if mode == "disabled":
         return loggers
@@ -110,7 +117,7 @@ def make_loggers(
     elif previous:
         config["resumed_from"] = previous["id"]
         name = f"{name}-restart{previous.get('restarts', 0) + 1}"
-    run_id = kwargs.get("id") or wandb.util.generate_id()
+    run_id = kwargs.get("id") or secrets.token_hex(4)
     restarts = (previous.get("restarts", 0) + 1) if previous else 0
     id_file.write_text(json.dumps({"id": run_id, "mode": mode, "restarts": restarts}))
 
@@ -137,6 +144,23 @@ def make_loggers(
             logger = build("offline")
     loggers.append(logger)
     return loggers
+
+
+def read_metrics_csv(run_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The CSV rows of a run, its segments joined in order; a step logged again after a
+    resume keeps the later segment's values."""
+    import csv
+
+    segments = sorted((Path(run_dir) / "csv").glob("[0-9]*/metrics.csv"), key=lambda p: int(p.parent.name))
+    rows: list[dict[str, str]] = []
+    for path in segments:
+        with path.open() as f:
+            new = list(csv.DictReader(f))
+        resumed_at = min((int(r["step"]) for r in new if r.get("step")), default=None)
+        if resumed_at is not None:
+            rows = [r for r in rows if not r.get("step") or int(r["step"]) < resumed_at]
+        rows += new
+    return rows
 
 
 # -- reading offline runs back ---------------------------------------------------------

@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
-__all__ = ["RunSummaryCallback", "run_metadata"]
+__all__ = ["RunSummaryCallback", "dataset_name", "run_metadata"]
 
 FINAL_FILE = "final.json"
 WEIGHTS_FILE = "final_weights.pt"
@@ -40,6 +40,14 @@ def _device(trainer: pl.Trainer) -> str:
     return f"cpu ({platform.processor() or platform.machine()}) x{trainer.num_devices * trainer.num_nodes}"
 
 
+def dataset_name(datamodule: Any) -> str | None:
+    """The dataset's short name (``imagenet``, ``voc``, ``div2k``) for run names and reports."""
+    if datamodule is None:
+        return None
+    spec = getattr(datamodule, "embedded", None)
+    return getattr(spec, "name", None) or type(datamodule).__name__.lower().removesuffix("datamodule")
+
+
 def run_metadata(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     """What the run config must carry besides the module's own hyperparameters."""
     spec = get_optimizer_spec(pl_module.optimizer_name)
@@ -48,7 +56,7 @@ def run_metadata(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str
         "task": pl_module.task,
         "arch": pl_module.hparams.get("arch"),
         "arch_args": pl_module.hparams.get("arch_args"),
-        "dataset": getattr(datamodule, "name", type(datamodule).__name__ if datamodule else None),
+        "dataset": dataset_name(datamodule),
         "optimizer": spec.name,
         "optimizer_hparams": {**spec.defaults, **pl_module.optimizer_args},
         "optimizer_defaults_source": spec.source,
