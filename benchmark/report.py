@@ -194,7 +194,7 @@ def thesis_table(agg: dict, records: list[RunRecord]) -> str:
             for o in optimizers
         ]
         if has_sr:
-            bicubic = [agg[dataset][o].get(f"{primary}_bicubic") for o in optimizers]
+            bicubic = [agg[dataset].get(o, {}).get(f"{primary}_bicubic") for o in optimizers]
             bicubic = [b for b in bicubic if b]
             cells.append(f"{bicubic[0]['mean'] * factor:.{digits}f}" if bicubic else "—")
         lines.append("| " + " | ".join([task, model, label, *cells]) + " |")
