@@ -35,7 +35,7 @@ from models.base import TaskModule
 from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
-from .callbacks import OptimizerStatsCallback, RunSummaryCallback
+from .callbacks import OptimizerStatsCallback, RNGStateCallback, RunSummaryCallback
 from .callbacks.run_summary import dataset_name
 from .tracking import WANDB_MODES, make_loggers
 
@@ -68,6 +68,7 @@ class ClipbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_project", type=str, default="clipbench", help="W&B project")
         parser.add_lightning_class_args(OptimizerStatsCallback, "optimizer_stats")
         parser.add_lightning_class_args(RunSummaryCallback, "run_summary")
+        parser.add_lightning_class_args(RNGStateCallback, "rng_state")
         # Same seed -> same initial weights and data order, whichever optimizer is trained.
         parser.link_arguments("seed_everything", "model.init_args.init_seed")
         parser.link_arguments("seed_everything", "data.init_args.seed")

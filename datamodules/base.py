@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .embedded import EmbeddedSpec, ensure_generated
 from .errors import DatasetLayoutError
-from .sampler import UnpaddedDistributedSampler
+from .sampler import EpochShuffleSampler, UnpaddedDistributedSampler, derive_seed
 from .transforms import Backend
 
 __all__ = ["ClipbenchDataModule", "derive_seed", "seed_worker"]
@@ -29,34 +29,27 @@ __all__ = ["ClipbenchDataModule", "derive_seed", "seed_worker"]
 Task = Literal["classification", "segmentation", "super_resolution"]
 
 
-def derive_seed(*parts: int | str) -> int:
-    """A 32-bit seed that mixes all ``parts`` (strings are hashed stably, not with ``hash``).
-
-    Args:
-        parts: integers and/or labels such as ``"train"``.
-
-    Returns:
-        An int in ``[0, 2**32)``.
-    """
-    entropy = [p if isinstance(p, int) else int.from_bytes(p.encode(), "little") for p in parts]
-    return int(np.random.SeedSequence([abs(e) for e in entropy]).generate_state(1)[0])
-
-
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed every RNG a transform may use, tame OpenCV.
 
-    The DataLoader has already seeded torch in this worker with ``base_seed + worker_id``,
-    where ``base_seed`` comes from the loader's seeded generator, so the seed is a
-    deterministic function of (DataModule seed, rank, epoch, worker id). Python's
-    ``random``, numpy's global RNG and the albumentations generators are derived from it.
+    Training datasets carry ``worker_seed``, set each epoch by
+    :class:`~datamodules.sampler.EpochShuffleSampler` from (DataModule seed, rank,
+    epoch): the worker's seed is derived from it and the worker id, so a resumed run's
+    workers draw the same augmentations as an uninterrupted run's. Other loaders use the
+    seed the DataLoader gave the worker (``base_seed + worker_id`` from the loader's
+    seeded generator). torch, Python's ``random``, numpy's global RNG and the
+    albumentations generators are all seeded from it.
     """
+    info = get_worker_info()
+    epoch_seed = getattr(info.dataset, "worker_seed", None) if info is not None else None
+    if epoch_seed is not None:
+        torch.manual_seed(derive_seed(epoch_seed, worker_id))
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
     # OpenCV threads inside workers oversubscribe the cores and have caused hangs.
     cv2.setNumThreads(0)
     cv2.ocl.setUseOpenCL(False)
-    info = get_worker_info()
     reseed = getattr(info.dataset, "reseed", None) if info is not None else None
     if reseed is not None:
         reseed(seed)
@@ -252,7 +245,8 @@ class ClipbenchDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training batches; the last partial batch is dropped.
 
-        Under DDP, Lightning swaps in a ``DistributedSampler``.
+        The order comes from an :class:`~datamodules.sampler.EpochShuffleSampler`, a
+        ``DistributedSampler`` that Lightning keeps under DDP.
 
         Raises:
             ValueError: fewer training samples per process than ``batch_size``.
@@ -264,8 +258,22 @@ class ClipbenchDataModule(pl.LightningDataModule):
                 f"Invalid batch_size: {self.batch_size} (the training set has {per_rank} samples per process, and "
                 "the last partial batch is dropped; lower batch_size or use more data)"
             )
+        sampler = EpochShuffleSampler(
+            dataset, num_replicas=self._world_size, rank=self._global_rank, seed=derive_seed(self.seed, "train")
+        )
+        # Lightning builds the first epoch's iterator (and workers prefetch from the
+        # sampler) before it calls set_epoch; a resumed run must start at its own epoch:
+        # the one Lightning will pass to set_epoch (a checkpoint written at validation end
+        # counts its epoch as processed, not yet completed).
+        if self.trainer is not None:
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         return self._loader(
-            dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator_seed=self._stream_seed("train")
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator_seed=self._stream_seed("train"),
+            sampler=sampler,
         )
 
     def val_dataloader(self) -> DataLoader:
