@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from optim import EvaluationPointSwap, build_optimizer, evaluation_point, get_optimizer_spec
 from optim.base import ClippedOptimizer
@@ -96,6 +97,8 @@ class TaskModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile = compile
         self.init_seed = init_seed
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self._swap: EvaluationPointSwap | None = None
         self._compiled: list[nn.Module] = []  # a list, so it is not registered as a submodule
 
@@ -143,14 +146,19 @@ class TaskModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        loss, preds, targets = self._shared_step(batch)
-        self.log("val/loss", loss, on_epoch=True, batch_size=targets.shape[0], sync_dist=True)
-        self._update_metrics("val", preds, targets, batch)
+        self._eval_step("val", batch)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_step(self, stage: str, batch: Any) -> None:
         loss, preds, targets = self._shared_step(batch)
-        self.log("test/loss", loss, on_epoch=True, batch_size=targets.shape[0], sync_dist=True)
-        self._update_metrics("test", preds, targets, batch)
+        # A MeanMetric weighted by batch size: under DDP it sums across ranks, so ranks
+        # with different sample counts still give the exact dataset mean.
+        mean = self.val_loss if stage == "val" else self.test_loss
+        mean.update(loss.detach(), weight=targets.shape[0])
+        self.log(f"{stage}/loss", mean, on_epoch=True)
+        self._update_metrics(stage, preds, targets, batch)
 
     # -- optimizer -------------------------------------------------------------------
 
