@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("benchmark.lightning_cli", "evaluate a checkpoint on the validation set"),
     "test": ("benchmark.lightning_cli", "evaluate a checkpoint on the test split"),
     "run": ("benchmark.grid", "run a grid of tasks x optimizers x seeds (one process per run) and write the report"),
+    "sweep": ("benchmark.sweep", "a W&B sweep over one optimizer's hyperparameters (prints or creates it)"),
+    "slurm": ("benchmark.cluster", "submit runs to a SLURM cluster (one requeueable DDP job per run)"),
     "report": ("benchmark.report", "rebuild the results table and plots from finished runs (CSV logs or offline W&B)"),
     "convex": ("benchmark.convex.cli", "convex theory suite: high-probability guarantees over many seeds"),
     "noise": ("benchmark.noise.cli", "gradient-noise tail diagnostics (is this task heavy-tailed?)"),

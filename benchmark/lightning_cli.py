@@ -73,8 +73,12 @@ class ClipbenchCLI(LightningCLI):
         parser.link_arguments("seed_everything", "model.init_args.init_seed")
         parser.link_arguments("seed_everything", "data.init_args.seed")
 
+    def _config(self):
+        """This invocation's config (no subcommand level with ``run=False``)."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self._config()
         wandb_mode = config.run.wandb
         if wandb_mode not in WANDB_MODES:
             self.parser.error(f"Invalid --run.wandb: {wandb_mode!r} (must be one of {', '.join(WANDB_MODES)})")
@@ -91,8 +95,29 @@ class ClipbenchCLI(LightningCLI):
                 "clipping), or choose an optimizer that does not clip."
             )
 
+    def _config_dict(self) -> dict[str, Any]:
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        return dumped.get(self.subcommand, {}) if self.subcommand else dumped
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` also considers SLURM's requeue checkpoints.
+
+        Lightning loads ``hpc_ckpt_<n>.ckpt`` (written when SLURM signals a preemption)
+        only when ``ckpt_path`` is None, and ``last`` would skip it. Here the newest of the
+        run's ``last.ckpt`` and its hpc checkpoints wins, so the same command serves a first
+        launch (nothing to resume: a fresh start), a resume and a requeued job.
+        """
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        root = Path(self.trainer.default_root_dir)
+        candidates = list(root.glob("hpc_ckpt_*.ckpt")) + list((root / "checkpoints").glob("last*.ckpt"))
+        candidates = [p for p in candidates if p.exists()]  # a dangling last.ckpt link is no checkpoint
+        if candidates:
+            config["ckpt_path"] = str(max(candidates, key=lambda p: p.stat().st_mtime))
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        config = self.config[self.subcommand]
+        config = self._config()
         dataset = dataset_name(self.datamodule)
         run_dir = Path(config.run.dir or default_run_dir(dataset, self.model.optimizer_name, config.seed_everything))
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -107,7 +132,7 @@ class ClipbenchCLI(LightningCLI):
                 name=f"{self.model.optimizer_name}-seed{config.seed_everything}",
                 tags=[dataset, self.model.task, self.model.optimizer_name],
                 # The whole CLI config (trainer settings included): the W&B run reproduces it.
-                config={"cli": yaml.safe_load(self.parser.dump(self.config, skip_none=False)).get(self.subcommand, {})},
+                config={"cli": self._config_dict()},
             )
         trainer = super().instantiate_trainer(**kwargs)
         # Checkpoints in one fixed place, whatever the loggers' versions: `--ckpt_path last`

@@ -69,6 +69,18 @@ def resolve_wandb_mode(requested: str = "auto") -> str:
     return "online" if _reachable(_wandb_host()) else "offline"
 
 
+def _env_global_zero() -> bool:
+    """Whether this process is global rank 0, from the launchers' variables.
+
+    Read before the Trainer exists (so before Lightning sets its own rank): torchrun sets
+    RANK, srun SLURM_PROCID, Lightning's launcher LOCAL_RANK (and NODE_RANK per node).
+    """
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        if int(os.environ.get(key, "0") or 0) != 0:
+            return False
+    return True
+
+
 def _quiet_offline_env() -> None:
     # Offline W&B still reports errors to Sentry over the network unless told not to.
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -108,6 +120,11 @@ def make_loggers(
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
+    if not _env_global_zero():
+        # Ranks > 0 (started by srun, torchrun or Lightning's launcher) never create a W&B
+        # run; the logger only hands them Lightning's dummy experiment.
+        loggers.append(WandbLogger(project=project, group=group, name=name, save_dir=str(run_dir), mode="disabled"))
+        return loggers
     id_file = run_dir / _ID_FILE
     previous = json.loads(id_file.read_text()) if id_file.exists() else None
     config = dict(config)

@@ -98,10 +98,24 @@ class RunSummaryCallback(pl.Callback):
         # Every rank takes part in building the state dict; rank 0 writes.
         state = pl_module.evaluation_state_dict() if self.export_weights else None
         at_evaluation_point = pl_module.uses_evaluation_point
-        self._write(trainer, pl_module, state, at_evaluation_point)
+        agree = self._hparams_agree(trainer)
+        self._write(trainer, pl_module, state, at_evaluation_point, agree)
+
+    @staticmethod
+    def _hparams_agree(trainer: pl.Trainer) -> bool:
+        """Whether every rank trained with the same optimizer hyperparameters (a sweep
+        whose values reached rank 0 only would show here as False)."""
+        mine = [
+            {k: v for k, v in group.items() if k != "params"} for o in trainer.optimizers for group in o.param_groups
+        ]
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return True
+        gathered: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, repr(mine))
+        return all(g == gathered[0] for g in gathered)
 
     @rank_zero_only
-    def _write(self, trainer, pl_module, state, at_evaluation_point: bool) -> None:
+    def _write(self, trainer, pl_module, state, at_evaluation_point: bool, hparams_agree: bool) -> None:
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -112,6 +126,7 @@ class RunSummaryCallback(pl.Callback):
         record = {
             **run_metadata(trainer, pl_module),
             "evaluated_at": "evaluation_point" if at_evaluation_point else "parameters",
+            "hparams_identical_across_ranks": hparams_agree,
             "primary_metric": pl_module.primary_metric,
             "metrics": metrics,
             "optimizer_stats": stats,

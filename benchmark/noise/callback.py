@@ -1,6 +1,7 @@
 """``GradientNoiseCallback``: the gradient-noise probe inside a Lightning fit.
 
-Every ``every_n_steps`` optimizer steps (and at the start of training) it runs
+Every ``every_n_steps`` optimizer steps (and at the start of training, and optionally
+at its end) it runs
 :class:`~benchmark.noise.probe.GradientNoiseProbe` on the DataModule's fixed probe subset
 (``trainer.datamodule.probe_dataloader(num_samples, batch_size)``) with the module's
 ``compute_loss``, summarises the measurement, and
@@ -29,6 +30,7 @@ References:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,9 @@ class GradientNoiseCallback(pl.Callback):
             (0: only at the start). The reference protocol probes every 5000 steps.
         at_start: also probe in ``on_train_start`` (before the first step: at
             initialisation, or where a resumed run starts).
+        at_end: also probe in ``on_train_end`` unless the last probe was at that step
+            (so that a run whose length is no multiple of ``every_n_steps`` still gets
+            its final point).
         num_samples: size of the fixed subset the full gradient averages.
         batch_size: noise mini-batch size; default the DataModule's ``batch_size`` (the
             per-process training batch, so the noise measured is the optimizer's).
@@ -68,6 +73,8 @@ class GradientNoiseCallback(pl.Callback):
             ``write_files=False`` write nothing.
         write_files: write PNGs/JSON/table at all.
         num_bootstrap: bootstrap replicates of the α interval.
+        on_batch: forwarded to :class:`~benchmark.noise.probe.GradientNoiseProbe`
+            (``on_batch(phase, done, total)`` after each probe gradient; progress bars).
 
     Raises:
         ValueError: for an invalid argument.
@@ -80,6 +87,7 @@ class GradientNoiseCallback(pl.Callback):
         every_n_steps: int = 1000,
         *,
         at_start: bool = True,
+        at_end: bool = False,
         num_samples: int = 1024,
         batch_size: int | None = None,
         num_batches: int = 50,
@@ -90,6 +98,7 @@ class GradientNoiseCallback(pl.Callback):
         output_dir: str | Path | None = None,
         write_files: bool = True,
         num_bootstrap: int = 200,
+        on_batch: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if every_n_steps < 0:
             raise ValueError(f"Invalid every_n_steps: {every_n_steps} (must be >= 0)")
@@ -97,6 +106,7 @@ class GradientNoiseCallback(pl.Callback):
             raise ValueError(f"Invalid num_samples: {num_samples} (must be >= 2)")
         self.every_n_steps = int(every_n_steps)
         self.at_start = at_start
+        self.at_end = at_end
         self.num_samples = int(num_samples)
         self.batch_size = batch_size
         self.num_batches = int(num_batches)
@@ -107,6 +117,7 @@ class GradientNoiseCallback(pl.Callback):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.write_files = write_files
         self.num_bootstrap = int(num_bootstrap)
+        self.on_batch = on_batch
         self.history: list[NoiseSummary] = []
         self._last_step: int | None = None
         # Fail at construction, not at the first probe hours into a run: the probe
@@ -141,6 +152,8 @@ class GradientNoiseCallback(pl.Callback):
             self._probe(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_end and trainer.global_step != self._last_step:
+            self._probe(trainer, pl_module)  # every rank, as in the other hooks
         out = self._out_dir(trainer)
         if out is None or not trainer.is_global_zero or not self.history:
             return
@@ -174,6 +187,7 @@ class GradientNoiseCallback(pl.Callback):
             sketch_seed=self.seed,
             transfer=lambda batch: _lightning_transfer(pl_module, batch),
             autocast=trainer.precision_plugin.forward_context,
+            on_batch=self.on_batch,
         )
         # A non-finite probe gradient (fp16 without the loss scaler) or an exactly zero
         # noise vector skips this probe and training goes on. Both are raised after the

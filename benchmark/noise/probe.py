@@ -110,6 +110,9 @@ class GradientNoiseProbe:
         autocast: a zero-argument factory of the context the forward runs in (e.g. a
             Lightning precision plugin's ``forward_context``); default none.
         process_group: the ``torch.distributed`` group (default: the world).
+        on_batch: ``on_batch(phase, done, total)`` after each gradient of this rank, with
+            ``phase`` ``"full"`` (the full-gradient pass) or ``"noise"`` (the K
+            mini-batches): for progress bars; a probe can take minutes on a CPU.
 
     Raises:
         ValueError: for an invalid argument (message names it and the valid range).
@@ -134,6 +137,7 @@ class GradientNoiseProbe:
         transfer: Callable[[Any], Any] | None = None,
         autocast: Callable[[], AbstractContextManager] | None = None,
         process_group: Any = None,
+        on_batch: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if num_batches < 4:
             raise ValueError(f"Invalid num_batches: {num_batches} (must be >= 4)")
@@ -160,6 +164,7 @@ class GradientNoiseProbe:
         self.transfer = transfer
         self.autocast = autocast or nullcontext
         self.process_group = process_group
+        self.on_batch = on_batch
 
     # ------------------------------------------------------------------ public
     def run(self, loader: DataLoader, *, seed: int | None = None) -> ProbeResult:
@@ -207,10 +212,13 @@ class GradientNoiseProbe:
             # (a) full gradient: every W-th batch of a fixed partition, weighted by size.
             partition = [list(range(i, min(i + b, subset))) for i in range(0, subset, b)]
             weight = 0
-            for idx, batch in zip(partition[rank::world], _loader(loader, partition[rank::world], seed)):
+            mine = partition[rank::world]
+            for i, (idx, batch) in enumerate(zip(mine, _loader(loader, mine, seed))):
                 self._gradient(transfer(batch), params, cur)
                 full.add_(cur, alpha=len(idx))
                 weight += len(idx)
+                if self.on_batch is not None:
+                    self.on_batch("full", i + 1, len(mine))
             total = torch.tensor([float(weight)], dtype=torch.float64, device=device)
             if _distributed():
                 dist.all_reduce(full, group=self.process_group)
@@ -248,6 +256,8 @@ class GradientNoiseProbe:
                         block_norms[t // m] = torch.linalg.vector_norm(block, dtype=torch.float64)
                         block.zero_()
                 prev, cur = cur, prev  # keep ξ_t for the next pair without a copy
+                if self.on_batch is not None:
+                    self.on_batch("noise", t + 1, k_local)
             state_bytes = sum(
                 t.numel() * t.element_size()
                 for t in (full, cur, prev, diff, block, norms, block_norms, sketches, index, bins)

@@ -1,8 +1,8 @@
 """The task-independent half of ``python -m benchmark noise``: files in, files and text out.
 
-The command (phase 2, ``benchmark/noise/cli.py``) builds each task, probes it at
-initialisation and after some training, and hands the summaries to :func:`write_report`;
-``make bench`` can re-render the table from the JSON with :func:`read_summaries`.
+The command (:mod:`benchmark.noise.cli`) builds each task, probes it at initialisation
+and after some training, and hands the summaries to :func:`write_report`; the ``make
+bench`` report embeds the result with :func:`noise_section`.
 
 Layout of a results folder (``out_dir``)::
 
@@ -11,22 +11,40 @@ Layout of a results folder (``out_dir``)::
     alpha_trajectory.png        α with its interval against the step, one line per task
     <task>_step<step>_hist.png  histogram of the noise norms + Gaussian reference
     <task>_step<step>_qq.png    QQ plot against the Gaussian reference
+
+The command puts the per-probe plots into ``<task>/`` subfolders and adds
+``summary.json`` (settings, timing, load) and ``noise_report.md`` (:func:`noise_section`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .plots import plot_alpha_trajectory, save_plots, write_table
-from .summary import NoiseSummary
+from .summary import ALPHA_THRESHOLD, NoiseSummary
 
-__all__ = ["SUMMARIES_FILE", "TABLE_FILE", "TRAJECTORY_FILE", "read_summaries", "verdict_lines", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "SUMMARIES_FILE",
+    "SUMMARY_FILE",
+    "TABLE_FILE",
+    "TRAJECTORY_FILE",
+    "find_noise_results",
+    "noise_section",
+    "read_summaries",
+    "verdict_lines",
+    "write_report",
+]
 
 SUMMARIES_FILE = "noise_summaries.jsonl"
 TABLE_FILE = "noise_table.md"
 TRAJECTORY_FILE = "alpha_trajectory.png"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "noise_report.md"
 
 
 def write_report(summaries: Sequence[NoiseSummary], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
@@ -91,3 +109,94 @@ def verdict_lines(summaries: Sequence[NoiseSummary]) -> list[str]:
             )
         lines.append(line)
     return lines
+
+
+def find_noise_results(path: str | Path) -> Path | None:
+    """The gradient-noise results folder at or below ``path``, or None.
+
+    Looked for, in order: ``path`` itself (it holds ``noise_summaries.jsonl``),
+    ``path/noise``, then the newest (by name, i.e. timestamp) folder directly inside
+    ``path/noise/`` or ``path/`` that holds one. So ``find_noise_results("results")``
+    finds the latest ``python -m benchmark noise`` run (``results/noise/<timestamp>/``),
+    and a grid that writes its noise results into ``<report dir>/noise/`` is found from
+    the report folder.
+    """
+    path = Path(path)
+    for candidate in (path, path / "noise"):
+        if (candidate / SUMMARIES_FILE).is_file():
+            return candidate
+    for parent in (path / "noise", path):
+        if parent.is_dir():
+            runs = sorted(p for p in parent.iterdir() if (p / SUMMARIES_FILE).is_file())
+            if runs:
+                return runs[-1]
+    return None
+
+
+def noise_section(
+    results: str | Path,
+    *,
+    heading: str = "## Gradient noise: is each task heavy-tailed?",
+    relative_to: str | Path | None = None,
+) -> str:
+    """The gradient-noise part of a markdown report, or ``""`` when there are no results.
+
+    For the ``make bench`` report (``benchmark/report.py``): ``noise_section(out.parent)``
+    or ``noise_section("results")`` embeds the latest ``python -m benchmark noise`` run,
+    ``noise_section(out, relative_to=out)`` a grid's own ``<out>/noise/``. The same text is
+    the ``noise_report.md`` the command writes.
+
+    Args:
+        results: a noise results folder, or a folder to search (:func:`find_noise_results`).
+        heading: the section's first line ("" for none).
+        relative_to: the folder the report will live in; links to the plots are made
+            relative to it (default: the noise results folder itself).
+
+    Returns:
+        Markdown: where the numbers come from, the table, the rule, one verdict line per
+        task (how α moved), the time it took and the α-trajectory plot.
+    """
+    from .plots import markdown_table
+
+    folder = find_noise_results(results)
+    if folder is None:
+        return ""
+    summaries = read_summaries(folder)
+    if not summaries:
+        return ""
+    meta: dict[str, Any] = {}
+    if (folder / SUMMARY_FILE).is_file():
+        meta = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+    base = Path(relative_to) if relative_to is not None else folder
+    link = Path(os.path.relpath(folder, base))
+
+    lines = [heading, ""] if heading else []
+    source = f"From `{folder}`"
+    tasks = meta.get("tasks", {})
+    settings = next(iter(tasks.values()), {}).get("settings", {}) if tasks else {}
+    if settings:
+        optimizer = settings.get("optimizer") or "the configured optimizer"
+        source += (
+            f" (`{meta.get('command', 'python -m benchmark noise')}`): K = {settings['num_batches']} noise "
+            f"mini-batches per probe at each task's training batch size, drawn from a fixed subset of the "
+            f"training set without augmentation; probes at initialisation and after "
+            f"{settings['train_steps']} {optimizer} steps"
+            + (f", every {settings['probe_every']} steps" if settings.get("probe_every") else "")
+        )
+    lines += [source + ".", "", markdown_table(summaries).rstrip(), ""]
+    lines += [
+        f"Heavy-tailed = the whole α interval lies below {ALPHA_THRESHOLD} *and* max/median exceeds the 95th "
+        "percentile of Gaussian noise with the same covariance moments (in brackets: the Gaussian values). "
+        "\"no\" means \"not shown with K mini-batches\", not \"Gaussian\".",
+        "",
+    ]
+    lines += [f"- {line}" for line in verdict_lines(summaries)]
+    if tasks and all("time" in t for t in tasks.values()):
+        times = ", ".join(f"{name} {t['time']['total_s']:.0f} s" for name, t in tasks.items())
+        machine = meta.get("machine", {})
+        lines += ["", f"Time: {times}; total {meta.get('total_s', 0):.0f} s on {machine.get('cpu_count', '?')} "
+                  f"CPU cores{' + ' + machine['cuda'] if machine.get('cuda') else ''}."]
+    if (folder / TRAJECTORY_FILE).is_file():
+        lines += ["", f"![α during training]({(link / TRAJECTORY_FILE).as_posix()})"]
+    lines += ["", f"Histograms and QQ plots per probe: `{(link).as_posix()}/<task>/`."]
+    return "\n".join(lines) + "\n"
