@@ -34,6 +34,7 @@ def render(
     run_dir: Path,
     nodes: int,
     gpus: int,
+    cpu_tasks: int = 1,
     cpus_per_task: int,
     time: str,
     data_dir: str | None,
@@ -46,8 +47,9 @@ def render(
     """The sbatch script of one run."""
     args = [a for path in config_stack(dataset, optimizer, preset) for a in ("--config", str(path))]
     args += ["--seed_everything", str(seed), "--run.dir", str(run_dir)]
-    args += ["--trainer.accelerator", "gpu", "--trainer.num_nodes", str(nodes), "--trainer.devices", str(gpus)]
-    if nodes * gpus > 1:
+    tasks = gpus or cpu_tasks
+    args += ["--trainer.accelerator", "gpu" if gpus else "cpu", "--trainer.num_nodes", str(nodes), "--trainer.devices", str(tasks)]
+    if nodes * tasks > 1:
         args += ["--trainer.strategy", "ddp"]
     if data_dir:
         args += ["--data.init_args.data_dir", data_dir]
@@ -55,7 +57,8 @@ def render(
     return Template(TEMPLATE.read_text()).substitute(
         job_name=f"clipbench-{dataset}-{optimizer}-s{seed}",
         nodes=nodes,
-        gpus=gpus,
+        tasks_per_node=gpus or cpu_tasks,
+        gpu_directive=f"#SBATCH --gpus-per-node={gpus}" if gpus else "# (CPU job: no GPUs requested)",
         cpus_per_task=cpus_per_task,
         time=time,
         run_dir=shlex.quote(str(run_dir)),
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="root of the real dataset (required unless --preset bench)")
     parser.add_argument("--preset", choices=("full", "bench"), default="full")
     parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per node (one task each)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per node, one task each (0: a CPU job)")
+    parser.add_argument("--cpu-tasks", type=int, default=1, help="with --gpus 0: processes per node (DDP over gloo)")
     parser.add_argument("--cpus-per-task", type=int, default=8, help="DataLoader workers per GPU need these")
     parser.add_argument("--time", default="24:00:00", help="job time limit; longer runs requeue themselves")
     parser.add_argument("--partition", default=None)
@@ -97,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset == "full" and not args.data_dir:
         print("error: --data-dir is required with --preset full (the real dataset's root)", file=sys.stderr)
         return 2
-    if args.nodes < 1 or args.gpus < 1:
-        print("error: --nodes and --gpus must be >= 1", file=sys.stderr)
+    if args.nodes < 1 or args.gpus < 0 or args.cpu_tasks < 1:
+        print("error: --nodes and --cpu-tasks must be >= 1, --gpus >= 0", file=sys.stderr)
         return 2
     if not args.dry_run and shutil.which("sbatch") is None:
         print("error: sbatch not found on PATH (run on a SLURM login node, or use --dry-run)", file=sys.stderr)
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 script = render(
                     dataset=dataset, optimizer=optimizer, seed=seed, run_dir=run_dir, nodes=args.nodes, gpus=args.gpus,
-                    cpus_per_task=args.cpus_per_task, time=args.time, data_dir=args.data_dir, preset=args.preset,
+                    cpu_tasks=args.cpu_tasks, cpus_per_task=args.cpus_per_task, time=args.time, data_dir=args.data_dir, preset=args.preset,
                     directives=directives, extra=extra, python=args.python, workdir=Path.cwd(),
                 )
                 run_dir.mkdir(parents=True, exist_ok=True)
