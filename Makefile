@@ -9,13 +9,23 @@ STAMP   := $(VENV)/.installed
 # torch is pinned here, not in setup.cfg: these releases install from this machine's disk.
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# Options of the bench-<dataset>, slurm-<dataset> and report targets (empty: the configs' values).
+DATA       ?=
+DEVICES    ?=
+NODES      ?=
+GPUS       ?= 1
+EPOCHS     ?=
+SEEDS      ?= 0
+OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
+RUNS       ?= runs
+OUT        ?=
 
 # Offline-safe defaults for every target: W&B never blocks, albumentations never phones home.
 export WANDB_ERROR_REPORTING ?= false
 export WANDB_SILENT ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: help install test clean
+.PHONY: help install test bench bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -30,7 +40,45 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP) ## create .venv/ and install clipbench (editable) with its dev extras
 
 test: $(STAMP) ## run the test suite (the command CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+
+bench: $(STAMP) ## the main job: 3 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
+	$(PY) -m benchmark run --preset bench --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
+
+_FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --data-dir "$(DATA)" \
+	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
+
+_need_data = @if [ -z "$(DATA)" ]; then echo "error: set DATA=/path/to/the/dataset (see README: Data)" >&2; exit 2; fi
+
+bench-imagenet: $(STAMP) ## ImageNet-100 / ResNet-18, reference protocol: DATA=/path [DEVICES= NODES= EPOCHS= OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_FULL) --datasets imagenet
+
+bench-voc: $(STAMP) ## Pascal VOC 2012 / FCN-32s: DATA=/path [DEVICES= NODES= EPOCHS= OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_FULL) --datasets voc
+
+bench-div2k: $(STAMP) ## DIV2K x4 / SRResNet: DATA=/path [DEVICES= NODES= EPOCHS= OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_FULL) --datasets div2k
+
+report: $(STAMP) ## rebuild the table and plots from finished runs: RUNS="runs/ or run dirs or wandb offline runs" [OUT=]
+	$(PY) -m benchmark report $(RUNS) $(if $(OUT),--out $(OUT))
+
+_SLURM = $(PY) -m benchmark slurm --data-dir "$(DATA)" --nodes $(or $(NODES),1) --gpus $(GPUS) --optimizers $(OPTIMIZERS) --seeds $(SEEDS)
+
+slurm-imagenet: $(STAMP) ## submit ImageNet-100 runs to SLURM: DATA=/path NODES=2 GPUS=8 [OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_SLURM) --datasets imagenet
+
+slurm-voc: $(STAMP) ## submit VOC runs to SLURM: DATA=/path NODES= GPUS= [OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_SLURM) --datasets voc
+
+slurm-div2k: $(STAMP) ## submit DIV2K runs to SLURM: DATA=/path NODES= GPUS= [OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_SLURM) --datasets div2k
 
 clean: ## remove generated data, results and logs (keeps .venv/)
 	rm -rf data/embedded results lightning_logs wandb .pytest_cache
