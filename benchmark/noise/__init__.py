@@ -13,8 +13,9 @@ heavy-tailed. This package measures that condition.
 * :mod:`.summary`: statistics + reference + the heavy-tail rule for one probe.
 * :mod:`.callback`: :class:`GradientNoiseCallback`, the probe every N training steps.
 * :mod:`.plots`: histogram, QQ plot, α trajectory, markdown table.
-
-``python -m benchmark noise`` dispatches to ``benchmark.noise.cli:main``.
+* :mod:`.report`: results folders: write, read, :func:`~.report.noise_section` for reports.
+* :mod:`.runner`: one task's probe run (its ``fit`` with the callback), :mod:`.cli`:
+  ``python -m benchmark noise`` (``make noise``) over the tasks.
 """
 
 from typing import Any

@@ -115,8 +115,8 @@ def find_noise_results(path: str | Path) -> Path | None:
     """The gradient-noise results folder at or below ``path``, or None.
 
     Looked for, in order: ``path`` itself (it holds ``noise_summaries.jsonl``),
-    ``path/noise``, then the newest (by name, i.e. timestamp) folder directly inside
-    ``path/noise/`` or ``path/`` that holds one. So ``find_noise_results("results")``
+    ``path/noise``, then the most recently written folder directly inside ``path/noise/``
+    or ``path/`` that holds one. So ``find_noise_results("results")``
     finds the latest ``python -m benchmark noise`` run (``results/noise/<timestamp>/``),
     and a grid that writes its noise results into ``<report dir>/noise/`` is found from
     the report folder.
@@ -127,9 +127,9 @@ def find_noise_results(path: str | Path) -> Path | None:
             return candidate
     for parent in (path / "noise", path):
         if parent.is_dir():
-            runs = sorted(p for p in parent.iterdir() if (p / SUMMARIES_FILE).is_file())
+            runs = [p for p in parent.iterdir() if (p / SUMMARIES_FILE).is_file()]
             if runs:
-                return runs[-1]
+                return max(runs, key=lambda p: (p / SUMMARIES_FILE).stat().st_mtime)
     return None
 
 
@@ -173,16 +173,22 @@ def noise_section(
     lines = [heading, ""] if heading else []
     source = f"From `{folder}`"
     tasks = meta.get("tasks", {})
-    settings = next(iter(tasks.values()), {}).get("settings", {}) if tasks else {}
-    if settings:
-        optimizer = settings.get("optimizer") or "the configured optimizer"
+    entries = list(tasks.values())
+    if entries and all("settings" in e for e in entries):
+        first = entries[0]["settings"]
+        steps = first["train_steps"]
+        sizes = ", ".join(f"{name} {entry['settings']['batch_size']}" for name, entry in tasks.items())
         source += (
-            f" (`{meta.get('command', 'python -m benchmark noise')}`): K = {settings['num_batches']} noise "
-            f"mini-batches per probe at each task's training batch size, drawn from a fixed subset of the "
-            f"training set without augmentation; probes at initialisation and after "
-            f"{settings['train_steps']} {optimizer} steps"
-            + (f", every {settings['probe_every']} steps" if settings.get("probe_every") else "")
+            f" (`{entries[0].get('command', 'python -m benchmark noise')}`): K = {first['num_batches']} noise "
+            f"mini-batches per probe, drawn from a fixed subset of the training set without augmentation "
+            f"(batch sizes: {sizes}); "
+            + (f"probes at initialisation and after {steps} {first.get('optimizer') or 'training'} steps" if steps
+               else "probes at initialisation only")
+            + (f", every {first['probe_every']} steps" if first.get("probe_every") else "")
         )
+        keys = ("num_batches", "train_steps", "probe_every", "optimizer")
+        if any(e["settings"].get(k) != first.get(k) for e in entries for k in keys):
+            source += "; the settings differ between tasks (summary.json)"
     lines += [source + ".", "", markdown_table(summaries).rstrip(), ""]
     lines += [
         f"Heavy-tailed = the whole α interval lies below {ALPHA_THRESHOLD} *and* max/median exceeds the 95th "
@@ -193,10 +199,17 @@ def noise_section(
     lines += [f"- {line}" for line in verdict_lines(summaries)]
     if tasks and all("time" in t for t in tasks.values()):
         times = ", ".join(f"{name} {t['time']['total_s']:.0f} s" for name, t in tasks.items())
-        machine = meta.get("machine", {})
-        lines += ["", f"Time: {times}; total {meta.get('total_s', 0):.0f} s on {machine.get('cpu_count', '?')} "
-                  f"CPU cores{' + ' + machine['cuda'] if machine.get('cuda') else ''}."]
+        machine, load = meta.get("machine", {}), meta.get("load_1min")
+        where = f"{machine.get('cpu_count', '?')} CPU cores, {machine.get('torch_threads', '?')} torch thread(s)"
+        if machine.get("cuda"):
+            where += f", {machine['cuda']}"
+        if load:
+            where += f"; 1-min load average {load['min']:.1f}-{load['max']:.1f}"
+        lines += ["", f"Time: {times}; total {meta.get('total_s', 0):.0f} s ({where})."]
+    prefix = "" if link == Path(".") else f"{link.as_posix()}/"
     if (folder / TRAJECTORY_FILE).is_file():
-        lines += ["", f"![α during training]({(link / TRAJECTORY_FILE).as_posix()})"]
-    lines += ["", f"Histograms and QQ plots per probe: `{(link).as_posix()}/<task>/`."]
+        lines += ["", f"![α during training]({prefix}{TRAJECTORY_FILE})"]
+    # The command writes the per-probe plots into <task>/ folders, write_report next to the table.
+    where = prefix + ("<task>/" if any(folder.glob("*/*_hist.png")) else "")
+    lines += ["", f"Histogram and QQ plot of every probe: `{where}<task>_step<step>_{{hist,qq}}.png`."]
     return "\n".join(lines) + "\n"
