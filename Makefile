@@ -19,13 +19,14 @@ SEEDS      ?= 0
 OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
 RUNS       ?= runs
 OUT        ?=
+NOISE_ARGS ?=
 
 # Offline-safe defaults for every target: W&B never blocks, albumentations never phones home.
 export WANDB_ERROR_REPORTING ?= false
 export WANDB_SILENT ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: help install test bench bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
+.PHONY: help install test bench noise bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -44,7 +45,7 @@ test: $(STAMP) ## run the test suite (the command CI runs)
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP) ## the main job: 3 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
-	$(PY) -m benchmark run --preset bench --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
+	$(PY) -m benchmark run --preset bench --noise --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
 
 _FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --data-dir "$(DATA)" \
 	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
@@ -62,6 +63,9 @@ bench-voc: $(STAMP) ## Pascal VOC 2012 / FCN-32s: DATA=/path [DEVICES= NODES= EP
 bench-div2k: $(STAMP) ## DIV2K x4 / SRResNet: DATA=/path [DEVICES= NODES= EPOCHS= OPTIMIZERS= SEEDS=]
 	$(_need_data)
 	$(_FULL) --datasets div2k
+
+noise: $(STAMP) ## heavy-tailed gradient noise? each embedded task probed at init and after 30 SGD steps [OUT= NOISE_ARGS=]
+	$(PY) -m benchmark noise $(if $(OUT),--out $(OUT)) $(NOISE_ARGS)
 
 report: $(STAMP) ## rebuild the table and plots from finished runs: RUNS="runs/ or run dirs or wandb offline runs" [OUT=]
 	$(PY) -m benchmark report $(RUNS) $(if $(OUT),--out $(OUT))

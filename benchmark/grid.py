@@ -179,6 +179,28 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
     return failed
 
 
+def probe_noise(args: argparse.Namespace, out: Path) -> None:
+    """Measure each dataset's gradient noise at initialisation (``python -m benchmark
+    noise --train-steps 0``), once per dataset: every optimizer starts from the same
+    weights for a seed. Results accumulate in ``out``; datasets already there are skipped."""
+    data_dirs = _data_dirs(args.data_dir or [], args.datasets)
+    for dataset in args.datasets:
+        if (out / dataset).exists():
+            continue
+        cmd = [sys.executable, "-m", "benchmark", "noise", "--train-steps", "0", "--seed", str(args.seeds[0])]
+        cmd += ["--num-batches", str(args.noise_batches), "--out", str(out), "--no-progress"]
+        if args.preset == "bench":
+            cmd += ["--datasets", dataset]
+        else:
+            for path in config_stack(dataset, "sgd", "full"):
+                cmd += ["--config", str(path)]
+            cmd += ["--", "--data.init_args.data_dir", data_dirs[dataset]]
+        print(f"gradient noise at initialisation: {dataset} ...", flush=True)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"warning: the noise probe of {dataset} failed; the report will lack it:\n{result.stderr[-1500:]}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark run",
@@ -199,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", default="runs", help="where run directories go")
     parser.add_argument("--out", default=None, help="report directory (default: results/<timestamp>)")
     parser.add_argument("--wandb", default="auto", choices=("auto", "online", "offline", "disabled"))
+    parser.add_argument("--noise", action="store_true", help="probe each dataset's gradient noise at initialisation first and put the table in the report")
+    parser.add_argument("--noise-batches", type=int, default=30, help="mini-batches per noise probe (K)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--verbose", action="store_true", help="show each run's output instead of writing stdout.log")
     return parser
@@ -215,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             print(("# done: " if run.finished else "") + shlex.join(run.command))
         return 0
     start = time.monotonic()
-    failed = execute(runs, _gpu_slots(args.parallel, int(args.devices) if args.devices else None), args.verbose)
     out = Path(args.out or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.noise:
+        probe_noise(args, out / "noise")
+    failed = execute(runs, _gpu_slots(args.parallel, int(args.devices) if args.devices else None), args.verbose)
     finished = [r.run_dir for r in runs if r.finished]
     if not finished:
         print("error: no run finished; see the logs above", file=sys.stderr)
@@ -226,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Grid: datasets {', '.join(args.datasets)}; optimizers {', '.join(args.optimizers)}; seeds {args.seeds}; "
         f"preset `{args.preset}`; {len(finished)}/{len(runs)} runs finished; this invocation took {minutes:.1f} min.\n"
     )
-    build_report(load_runs(finished), out, notes=notes)
+    build_report(load_runs(finished), out, notes=notes, noise=out / "noise" if args.noise else None)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and plots ({minutes:.1f} min)")
     if failed:

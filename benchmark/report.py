@@ -262,8 +262,19 @@ def plot_curves(records: list[RunRecord], out_dir: Path) -> list[Path]:
     return paths
 
 
-def build_report(records: list[RunRecord], out_dir: Path, *, title: str = "clipbench results", notes: str = "") -> dict[str, Any]:
+def build_report(
+    records: list[RunRecord],
+    out_dir: Path,
+    *,
+    title: str = "clipbench results",
+    notes: str = "",
+    noise: str | Path | None = None,
+) -> dict[str, Any]:
     """Write ``summary.md``, ``results.json`` and the plots into ``out_dir``.
+
+    Args:
+        noise: a gradient-noise results folder (``python -m benchmark noise --out``) whose
+            table goes into the report, if it holds results.
 
     Returns:
         The content of ``results.json``.
@@ -288,6 +299,10 @@ def build_report(records: list[RunRecord], out_dir: Path, *, title: str = "clipb
         "\n\n## Plots\n",
         *(f"\n![{p.stem}]({p.name})\n" for p in plots),
     ]
+    if noise is not None:
+        from .noise.report import noise_section
+
+        parts.append("\n" + noise_section(noise, relative_to=out_dir))
     (out_dir / "summary.md").write_text("\n".join(parts) + "\n")
     results = {"aggregate": agg, "runs": [asdict(r) for r in records], "plots": [p.name for p in plots]}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
@@ -322,12 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories, trees of them, or offline W&B runs")
     parser.add_argument("--out", default=None, help="output directory (default: results/report-<timestamp>)")
+    parser.add_argument("--noise", default=None, help="a `python -m benchmark noise` results folder to include")
     args = parser.parse_args(argv)
     import time
 
     out = Path(args.out or f"results/report-{time.strftime('%Y%m%d-%H%M%S')}")
     records = load_runs(args.runs)
-    build_report(records, out)
+    build_report(records, out, noise=args.noise)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and {len(list(out.glob('*.png')))} plot(s)")
     return 0
