@@ -70,15 +70,24 @@ class ClippedOptimizer(Optimizer):
         *,
         foreach: bool | None,
         nonfinite: str,
+        fused: bool | None = None,
     ) -> None:
         check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        if foreach not in (None, True, False):
-            raise ValueError(f"Invalid foreach: {foreach!r} (must be None, True or False)")
+        for name, flag in (("foreach", foreach), ("fused", fused)):
+            if flag not in (None, True, False):
+                raise ValueError(f"Invalid {name}: {flag!r} (must be None, True or False)")
         check_choice("clipping", defaults["clipping"], CLIPPING_KINDS)
         super().__init__(params, defaults)
         self.foreach = foreach
+        self.fused = fused
         self.nonfinite = nonfinite
         self.global_state: dict[str, Tensor] = {}
+        if fused:  # fail at construction, as torch's fused optimizers do
+            from .fused import fused_support
+
+            reason = fused_support([p for group in self.param_groups for p in group["params"]])
+            if reason is not None:
+                raise ValueError(f"Invalid fused: True ({reason}); pass fused=None or False")
 
     # -- hyperparameters -------------------------------------------------------------
 
@@ -115,6 +124,18 @@ class ClippedOptimizer(Optimizer):
         if self.foreach is not None:
             return self.foreach
         return all(t.device.type in ("cpu", "cuda") and not t.is_sparse for t in tensors)
+
+    def _use_fused(self, tensors: Sequence[Tensor]) -> bool:
+        """The fused kernels of :mod:`optim.fused`: with ``fused=None`` whenever every
+        tensor is on CUDA and Triton can run them (Triton is imported only then)."""
+        if self.fused is False or (self.fused is None and not all(t.is_cuda for t in tensors)):
+            return False
+        from .fused import fused_support
+
+        reason = fused_support(tensors)
+        if reason is not None and self.fused:
+            raise RuntimeError(f"{type(self).__name__}(fused=True): {reason}")
+        return reason is None
 
     def _run_closure(self, closure: Callable[[], Any] | None) -> Any:
         if closure is None:

@@ -42,6 +42,10 @@ class ClippedSGD(ClippedOptimizer):
         average: keep the running average x̄ of the iterates; it becomes the
             :meth:`evaluation_point`.
         foreach: use the multi-tensor kernels (None: whenever the tensors allow).
+        fused: one Triton kernel per step for the whole update (:mod:`optim.fused`; the
+            same results to float rounding). None: whenever every tensor is on CUDA and
+            Triton is installed; True elsewhere raises (CPU only under the Triton
+            interpreter, for tests).
         nonfinite: ``"skip"`` leaves parameters and state untouched on a non-finite
             gradient norm and counts the step in ``num_skipped_steps``; ``"raise"``
             raises ``FloatingPointError`` (and reads the norm on the host to decide).
@@ -70,6 +74,7 @@ class ClippedSGD(ClippedOptimizer):
         average: bool = False,
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
         nonfinite: str = "skip",
     ) -> None:
         defaults = dict(
@@ -80,7 +85,7 @@ class ClippedSGD(ClippedOptimizer):
             clipping=clipping,
             average=average,
         )
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_positive("lr", group["lr"])
@@ -101,6 +106,7 @@ class ClippedSGD(ClippedOptimizer):
             return loss
         self._init_global_state(all_grads[0].device)
         foreach = self._use_foreach(all_grads)
+        fused = self._use_fused(all_grads)
         clip_level, clipping, average = (self._shared(k) for k in self._global_hparams)
         norms, total, applied = self._measure([grads for _, _, grads in collected], foreach)
         gs = self.global_state
@@ -131,6 +137,7 @@ class ClippedSGD(ClippedOptimizer):
                     applied=applied,
                     average_weight=average_weight,
                     foreach=foreach,
+                    fused=fused,
                 )
             )
         self._record(total, clip_ratio(clipping, clip_level, total, clipped_norms), applied)
@@ -171,6 +178,7 @@ def clipped_sgd(
     applied: Tensor | None = None,
     average_weight: Tensor | None = None,
     foreach: bool = True,
+    fused: bool = False,
 ) -> Tensor | None:
     """Functional clipped-SGD step over one list of tensors (see :class:`ClippedSGD`).
 
@@ -182,6 +190,8 @@ def clipped_sgd(
         applied: 0-dim bool tensor; False makes the call a no-op (default: the global
             norm is finite).
         average_weight: 1/(k+1) for this step (0 to skip), a 0-dim tensor.
+        fused: run :func:`optim.fused.fused_clipped_sgd` (one pass) instead of the
+            clip + update kernels; ``foreach`` then only affects the norms.
 
     Returns:
         ‖clip(g)‖ over these tensors for ``layer_wise``/``coordinate_wise``, else None.
@@ -196,6 +206,14 @@ def clipped_sgd(
         raise ValueError("clipped_sgd: momentum > 0 needs momentum_buffers")
     if averages is not None and average_weight is None:
         raise ValueError("clipped_sgd: averages need an average_weight")
+    if fused:
+        from .fused import fused_clipped_sgd
+
+        return fused_clipped_sgd(
+            params, grads, momentum_buffers, averages, lr=lr, clip_level=clip_level, momentum=momentum,
+            weight_decay=weight_decay, clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
+            average_weight=average_weight,
+        )  # fmt: skip
     clipped, clipped_norm = clip_gradients(
         grads, clip_level, clipping, norms=norms, total_norm=total_norm, applied=applied, foreach=foreach
     )

@@ -53,6 +53,10 @@ class ClippedSSTM(ClippedOptimizer):
         weight_decay: w ≥ 0, added to the gradient before clipping.
         clipping: ``"norm"``, ``"layer_wise"`` or ``"coordinate_wise"``.
         foreach: use the multi-tensor kernels (None: whenever the tensors allow).
+        fused: one Triton kernel per step for the z/y/x update (:mod:`optim.fused`; the
+            same results to float rounding). None: whenever every tensor is on CUDA and
+            Triton is installed; True elsewhere raises (CPU only under the Triton
+            interpreter, for tests).
         nonfinite: ``"skip"`` (count the step, change nothing) or ``"raise"``.
 
     State (``self.state[p]``): ``y`` (yᵏ), ``z`` (zᵏ).
@@ -80,6 +84,7 @@ class ClippedSSTM(ClippedOptimizer):
         clipping: str = "norm",
         *,
         foreach: bool | None = None,
+        fused: bool | None = None,
         nonfinite: str = "skip",
     ) -> None:
         defaults = dict(
@@ -91,7 +96,7 @@ class ClippedSSTM(ClippedOptimizer):
             weight_decay=weight_decay,
             clipping=clipping,
         )
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_positive("lr", group["lr"])
@@ -112,6 +117,7 @@ class ClippedSSTM(ClippedOptimizer):
             return loss
         self._init_global_state(all_grads[0].device, extra=("A", "alpha", "clip_threshold"))
         foreach = self._use_foreach(all_grads)
+        fused = self._use_fused(all_grads)
         lr, L, clip_level, nu, max_ratio, clipping = (self._shared(k) for k in self._global_hparams)
         collected = [
             (group, params, _with_weight_decay(grads, params, group["weight_decay"], foreach))
@@ -146,6 +152,7 @@ class ClippedSSTM(ClippedOptimizer):
                     total_norm=total,
                     applied=applied,
                     foreach=foreach,
+                    fused=fused,
                 )
             )
         gs["A"].copy_(torch.where(applied, A_next, gs["A"]))
@@ -206,6 +213,7 @@ def clipped_sstm(
     total_norm: Tensor | None = None,
     applied: Tensor | None = None,
     foreach: bool = True,
+    fused: bool = False,
 ) -> Tensor | None:
     """Functional clipped-SSTM update over one list of tensors (see :class:`ClippedSSTM`).
 
@@ -215,7 +223,7 @@ def clipped_sstm(
         alpha: α_{k+1}; clip_level: λ_{k+1} = B/α_{k+1} (0-dim tensors or floats).
         y_weight: α_{k+1}/A_{k+1}, or 0 on a skipped step.
         x_weight: α_{k+2}/A_{k+2} of the next iteration (α_{k+1}/A_{k+1} when skipped).
-        norms, total_norm, applied: as in :func:`~optim.clipped_sgd.clipped_sgd`.
+        norms, total_norm, applied, fused: as in :func:`~optim.clipped_sgd.clipped_sgd`.
 
     Returns:
         ‖clip(g)‖ over these tensors for ``layer_wise``/``coordinate_wise``, else None.
@@ -226,6 +234,13 @@ def clipped_sstm(
         total_norm = global_norm(norms)
     if applied is None:
         applied = torch.isfinite(total_norm)
+    if fused:
+        from .fused import fused_clipped_sstm
+
+        return fused_clipped_sstm(
+            params, grads, ys, zs, alpha=alpha, clip_level=clip_level, y_weight=y_weight, x_weight=x_weight,
+            clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
+        )  # fmt: skip
     steps, clipped_norm = clip_gradients(
         grads,
         clip_level,

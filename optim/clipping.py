@@ -48,12 +48,19 @@ def tensor_norms(tensors: Sequence[Tensor], *, foreach: bool = True) -> list[Ten
     if not tensors:
         return []
     low = [t.dtype in _LOW_PRECISION for t in tensors]
-    if foreach and not any(low):
+    if not foreach:
+        return [torch.linalg.vector_norm(t, dtype=torch.float32 if lp else None) for t, lp in zip(tensors, low)]
+    if not any(low):
         return list(torch._foreach_norm(list(tensors)))
-    return [
-        torch.linalg.vector_norm(t, dtype=torch.float32 if lp else None)
-        for t, lp in zip(tensors, low)
-    ]
+    # One launch per precision class, the results put back in the tensors' order.
+    out: list[Tensor | None] = [None] * len(tensors)
+    for want_low in (True, False):
+        index = [i for i, lp in enumerate(low) if lp == want_low]
+        if index:
+            dtype = torch.float32 if want_low else None
+            for i, n in zip(index, torch._foreach_norm([tensors[i] for i in index], 2, dtype=dtype)):
+                out[i] = n
+    return out  # type: ignore[return-value]
 
 
 def global_norm(norms: Sequence[Tensor]) -> Tensor:
@@ -62,8 +69,8 @@ def global_norm(norms: Sequence[Tensor]) -> Tensor:
         raise ValueError("global_norm needs at least one tensor norm")
     device = norms[0].device
     dtype = torch.float32
-    for n in norms:
-        dtype = torch.promote_types(dtype, n.dtype)
+    for other in {n.dtype for n in norms}:
+        dtype = torch.promote_types(dtype, other)
     return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
 
 

@@ -24,7 +24,8 @@ class OptimizerStatsCallback(pl.Callback):
     - ``lr`` of the first parameter group.
 
     Values are logged as device tensors: Lightning reads them on the host only when it
-    writes to the loggers (every ``log_every_n_steps``), so a step costs no sync.
+    writes to the loggers (every ``log_every_n_steps``), so a step costs no sync; on the
+    steps in between nothing is computed or logged (Lightning would drop the values).
 
     Args:
         grad_norm_for_all: also compute the gradient norm for optimizers that do not
@@ -35,8 +36,14 @@ class OptimizerStatsCallback(pl.Callback):
         self.grad_norm_for_all = grad_norm_for_all
         self._pending: dict[str, torch.Tensor] = {}
 
+    @staticmethod
+    def _reaches_loggers(trainer: pl.Trainer) -> bool:
+        # Lightning keeps only the last value logged before it writes to the loggers
+        # (every log_every_n_steps); logging on other steps is host work for nothing.
+        return bool(getattr(trainer._logger_connector, "should_update_logs", True))
+
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        if isinstance(optimizer, ClippedOptimizer) or not self.grad_norm_for_all:
+        if isinstance(optimizer, ClippedOptimizer) or not self.grad_norm_for_all or not self._reaches_loggers(trainer):
             return
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
@@ -46,6 +53,9 @@ class OptimizerStatsCallback(pl.Callback):
         if trainer.global_step == getattr(self, "_logged_step", -1):
             return  # accumulating gradients: no optimizer step happened
         self._logged_step = trainer.global_step
+        if not self._reaches_loggers(trainer):
+            self._pending.clear()
+            return
         stats = dict(self._pending)
         self._pending.clear()
         for optimizer in trainer.optimizers:

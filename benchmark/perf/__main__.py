@@ -12,6 +12,9 @@ import sys
 COMMANDS = {
     "optim": ("benchmark.perf.optim", "median optimizer step time on the ResNet-18 and VGG-16 parameter sets"),
     "data": ("benchmark.perf.data", "decoded + augmented images/s of each DataModule, 0/1/2 workers"),
+    "train": ("benchmark.perf.train", "images/s of each task module under Lightning against a plain PyTorch loop"),
+    "input": ("benchmark.perf.input", "ImageNet JPEG decode + augment images/s per core, and the GPU-decode path"),
+    "all": ("benchmark.perf.report", "optim, train, input and data as one markdown report (the README's section)"),
 }
 
 

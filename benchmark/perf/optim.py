@@ -3,9 +3,15 @@
 For the parameter sets of ResNet-18 (100 classes, 11.2M) and VGG-16 (21 classes, 134M,
 the FCN-32s backbone), every registered optimizer and three torch baselines take steps on
 fixed random gradients; the median step time is printed with its ratio to torch SGD with
-momentum (foreach), to ``clip_grad_norm_`` + that SGD, and to torch Adam (fused on CUDA),
-all measured in the same process. The "floor" column is the time the update's
-compulsory memory traffic would take at the measured copy bandwidth.
+momentum and to torch Adam (both fused on CUDA, foreach on CPU), and to ``clip_grad_norm_``
++ foreach SGD, all measured in the same process. The "floor" column is the time the
+update's compulsory memory traffic would take at the measured copy bandwidth.
+
+On CUDA the clipping optimizers are timed in each implementation (``--impls``): the
+foreach kernels, the fused Triton kernels, and ``torch.compile`` of the foreach
+functional (plain, and with inductor's horizontal ``combo_kernels``); the "target"
+column checks the issue's goals (clipped-SSTM ≤ 0.9× fused Adam, clipped-SGD ≤ 1.1×
+fused SGD).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 import torchvision
 
 from optim import build_optimizer, list_optimizers
+from optim import fused as fused_kernels
 
 from .common import copy_bandwidth, machine_info, markdown_table, median_time
 
@@ -36,6 +43,15 @@ _PASSES = {
     "clipped_sgd (norm)": 6,
     "clipped_sstm": 7,  # read g (norm) and again; read+write z; read+write y; write x
 }
+# Implementations of the clipping optimizers: (fused flag, fused backend, inductor options).
+IMPLS = {
+    "foreach": (False, None, {}),
+    "fused": (True, "triton", {}),
+    "compile": (True, "compile", {}),
+    "compile+combo": (True, "compile", {"combo_kernels": True}),
+}
+# The issue's targets: (optimizer, baseline row, largest ratio).
+TARGETS = {"clipped_sstm": ("adam", 0.9), "clipped_sgd": ("sgd", 1.1), "clipped_sgd (norm)": ("sgd", 1.1)}
 
 
 @dataclass
@@ -43,6 +59,7 @@ class Row:
     name: str
     seconds: float
     passes: int | None
+    base: str = ""  # the registry name (and variant) without the implementation
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per optimizer (default: 20 cuda, 7 cpu)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--sync-check", action="store_true", help="on CUDA, also run each step under set_sync_debug_mode('error')")
+    parser.add_argument(
+        "--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS),
+        help="implementations of the clipping optimizers timed on CUDA (CPU: foreach only)",
+    )  # fmt: skip
 
 
 def _baselines(device: torch.device) -> dict[str, Callable]:
@@ -67,37 +88,58 @@ def _baselines(device: torch.device) -> dict[str, Callable]:
 
         return ClipThenSGD()
 
+    fast = {"fused": True} if fused else {"foreach": True}
     return {
-        "sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, foreach=True),
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, **fast),
         "clip+sgd": clip_then_sgd,
         "adam": lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if fused else {"foreach": True})),
     }
 
 
-def _candidates(names: list[str]) -> dict[str, Callable]:
+def _candidates(names: list[str], impls: list[str], device: torch.device) -> dict[str, tuple[str, Callable]]:
+    """label -> (base name, factory); the clipping optimizers once per implementation."""
     out = {}
     for name in names:
         if name in ("sgd", "adam"):
             continue  # measured as baselines with explicit foreach/fused settings
-        out[name] = lambda p, name=name: build_optimizer(name, p)
+        variants = {name: {}}
         if name == "clipped_sgd":
-            out["clipped_sgd (norm)"] = lambda p: build_optimizer("clipped_sgd", p, clipping="norm", clip_level=1.0)
+            variants["clipped_sgd (norm)"] = {"clipping": "norm", "clip_level": 1.0}
+        clipping = name in TARGETS
+        for base, extra in variants.items():
+            for impl in impls if clipping and device.type == "cuda" else [None]:
+                label = base if impl is None else f"{base} [{impl}]"
+                out[label] = (base, lambda p, name=name, extra=extra, impl=impl: _build(name, p, extra, impl))
     return out
 
 
-def measure(param_set: str, device: torch.device, names: list[str], repeats: int, warmup: int, sync_check: bool):
+def _build(name: str, params, extra: dict, impl: str | None):
+    if impl is None:
+        return build_optimizer(name, params, **extra)
+    fused, backend, options = IMPLS[impl]
+    if backend is not None:
+        fused_kernels.set_backend(backend, **options)
+    return build_optimizer(name, params, fused=fused, **extra)
+
+
+def measure(
+    param_set: str, device: torch.device, names: list[str], repeats: int, warmup: int, sync_check: bool,
+    impls: list[str] = ("foreach",),
+):  # fmt: skip
     model = PARAM_SETS[param_set]().to(device)
     params = [p for p in model.parameters()]
     gen = torch.Generator(device=device).manual_seed(0)
     grads = [torch.randn(p.shape, generator=gen, device=device) * 1e-2 for p in params]
     rows, sync_free = [], {}
-    for label, make in {**_baselines(device), **_candidates(names)}.items():
+    candidates = {label: (label, make) for label, make in _baselines(device).items()}
+    candidates.update(_candidates(names, list(impls), device))
+    for label, (base, make) in candidates.items():
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p.grad = g.clone()
-        opt = make(params)
+        opt = make(params)  # selects the fused backend of this row, if any
         seconds = median_time(opt.step, device=device, warmup=warmup, repeats=repeats)
-        rows.append(Row(label, seconds, _PASSES.get(label)))
+        rows.append(Row(label, seconds, _PASSES.get(base), base))
         if sync_check and device.type == "cuda" and label not in _baselines(device):
             torch.cuda.set_sync_debug_mode("error")
             try:
@@ -107,9 +149,19 @@ def measure(param_set: str, device: torch.device, names: list[str], repeats: int
                 sync_free[label] = f"NO ({str(err).splitlines()[0][:60]})"
             finally:
                 torch.cuda.set_sync_debug_mode("default")
+        fused_kernels.set_backend("triton")
         del opt
     nbytes = sum(p.numel() * p.element_size() for p in params)
     return rows, nbytes, sync_free
+
+
+def _target(row: Row, base: dict[str, float]) -> str:
+    """``≤ 0.9× adam: yes (0.85)`` for the rows the issue sets a goal for, else ``-``."""
+    if row.base not in TARGETS:
+        return "-"
+    baseline, limit = TARGETS[row.base]
+    ratio = row.seconds / base[baseline]
+    return f"≤ {limit}× {baseline}: {'yes' if ratio <= limit else 'no'} ({ratio:.2f})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,9 +180,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n## Optimizer step time on {device.type}\n\n{machine_info(device)}; "
               f"measured copy bandwidth {bandwidth / 1e9:.1f} GB/s; median of {repeats} steps\n")
         for param_set in args.param_sets:
-            rows, nbytes, sync_free = measure(param_set, device, names, repeats, args.warmup, args.sync_check)
+            rows, nbytes, sync_free = measure(
+                param_set, device, names, repeats, args.warmup, args.sync_check, getattr(args, "impls", ["foreach"])
+            )
             base = {r.name: r.seconds for r in rows}
-            header = ["optimizer", "ms/step", "× SGD", "× clip+SGD", "× Adam", "floor ms"]
+            header = ["optimizer", "ms/step", "× SGD", "× clip+SGD", "× Adam", "floor ms", "target"]
             if sync_free:
                 header.append("sync-free")
             table = []
@@ -143,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{r.seconds / base['clip+sgd']:.2f}",
                     f"{r.seconds / base['adam']:.2f}",
                     floor,
+                    _target(r, base) if device.type == "cuda" else "-",  # the goals are H100 figures
                 ]
                 if sync_free:
                     line.append(sync_free.get(r.name, "-"))
