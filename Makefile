@@ -20,13 +20,14 @@ OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
 RUNS       ?= runs
 OUT        ?=
 NOISE_ARGS ?=
+CONVEX_ARGS ?=
 
 # Offline-safe defaults for every target: W&B never blocks, albumentations never phones home.
 export WANDB_ERROR_REPORTING ?= false
 export WANDB_SILENT ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: help install test bench noise bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
+.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -63,6 +64,9 @@ bench-voc: $(STAMP) ## Pascal VOC 2012 / FCN-32s: DATA=/path [DEVICES= NODES= EP
 bench-div2k: $(STAMP) ## DIV2K x4 / SRResNet: DATA=/path [DEVICES= NODES= EPOCHS= OPTIMIZERS= SEEDS=]
 	$(_need_data)
 	$(_FULL) --datasets div2k
+
+convex: $(STAMP) ## convex theory suite: 1000 runs per method, quantiles, slopes vs theory, plots (results/convex/) [CONVEX_ARGS=--quick OUT=]
+	$(PY) -m benchmark convex $(CONVEX_ARGS) $(if $(OUT),--out $(OUT))
 
 noise: $(STAMP) ## heavy-tailed gradient noise? each embedded task probed at init and after 30 SGD steps [OUT= NOISE_ARGS=]
 	$(PY) -m benchmark noise $(if $(OUT),--out $(OUT)) $(NOISE_ARGS)

@@ -59,6 +59,12 @@ class ClippedOptimizer(Optimizer):
 
     Subclasses list the hyperparameters that act on the global norm in
     ``_global_hparams``; those must agree across parameter groups.
+
+    Extension points (protected, kept stable): :meth:`_measure` (how the gradient norm
+    is measured and whether the step applies) and :meth:`_init_global_state` (the shape
+    of the optimizer-level state). ``benchmark.convex.per_run`` overrides both to run
+    many independent problems as rows of one tensor, each with its own norm and
+    counters, through the unchanged ``step()`` and kernels.
     """
 
     _global_hparams: tuple[str, ...] = ()
