@@ -74,7 +74,8 @@ class SRResNet(nn.Module):
         bicubic_residual: add the bicubic upsampling of the input to the output, so the
             network learns the residual to bicubic (VDSR-style). Not in the paper (off by
             default): the CPU benchmark uses it so that a few hundred steps already
-            compare optimizers above the bicubic baseline instead of far below it.
+            compare optimizers above the bicubic baseline instead of far below it. The
+            last conv is then zero-initialised, so the untrained network is bicubic.
 
     Input: LR images ``[B, num_channels, h, w]``. Output: ``[B, num_channels, h·scale,
     w·scale]``.
@@ -117,6 +118,10 @@ class SRResNet(nn.Module):
         factors = {2: [2], 3: [3], 4: [2, 2]}[scale]
         self.upsample = nn.Sequential(*(_upsample_stage(num_features, f) for f in factors))
         self.tail = nn.Conv2d(num_features, num_channels, 9, padding=4)
+        if bicubic_residual:
+            # Start exactly at bicubic: what training adds is then the optimizer's doing.
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Super-resolve.

@@ -326,3 +326,14 @@ def test_build_architecture_unknown_name_lists_valid():
 def test_build_architecture_unknown_keyword_lists_valid():
     with pytest.raises(ValueError, match="num_class .*valid: scale, num_channels"):
         build_architecture("srresnet", num_class=3)
+
+
+def test_srresnet_bicubic_residual_starts_at_bicubic():
+    net = SRResNet(scale=4, num_blocks=2, bicubic_residual=True)
+    lr = torch.rand(2, 3, 9, 11)
+    bicubic = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(net(lr), bicubic)
+    # Still trainable: the zero-initialised last conv gets a gradient.
+    net(lr).sub(1).pow(2).mean().backward()
+    assert net.tail.weight.grad.abs().sum() > 0
