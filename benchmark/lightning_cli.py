@@ -16,7 +16,9 @@ Besides Lightning's own options there are:
   ``runs/<dataset>/<optimizer>/seed<seed>``.
 - ``--run.wandb``: ``auto`` (online with credentials and network, else offline),
   ``online``, ``offline`` or ``disabled``; ``--run.wandb_project``.
-- ``--optimizer_stats.*`` and ``--run_summary.*``: the always-on callbacks.
+- ``--optimizer_stats.*`` and ``--run_summary.*``: the always-on callbacks (with
+  ``rng_state`` and ``slurm_requeue``, which checkpoints and requeues a SLURM job on
+  ``SIGUSR1``, DDP-safely; Lightning's own auto-requeue is switched off).
 
 The optimizer is chosen through the registry: ``--model.init_args.optimizer NAME`` and
 ``--model.init_args.optimizer_args '{lr: 0.1}'`` (or ``--model.init_args.optimizer_args.lr 0.1``).
@@ -30,12 +32,13 @@ from typing import Any
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from models.base import TaskModule
 from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
-from .callbacks import OptimizerStatsCallback, RNGStateCallback, RunSummaryCallback
+from .callbacks import OptimizerStatsCallback, RNGStateCallback, RunSummaryCallback, SlurmRequeueCallback
 from .callbacks.run_summary import dataset_name
 from .tracking import WANDB_MODES, make_loggers
 
@@ -69,6 +72,7 @@ class ClipbenchCLI(LightningCLI):
         parser.add_lightning_class_args(OptimizerStatsCallback, "optimizer_stats")
         parser.add_lightning_class_args(RunSummaryCallback, "run_summary")
         parser.add_lightning_class_args(RNGStateCallback, "rng_state")
+        parser.add_lightning_class_args(SlurmRequeueCallback, "slurm_requeue")
         # Same seed -> same initial weights and data order, whichever optimizer is trained.
         parser.link_arguments("seed_everything", "model.init_args.init_seed")
         parser.link_arguments("seed_everything", "data.init_args.seed")
@@ -134,6 +138,10 @@ class ClipbenchCLI(LightningCLI):
                 # The whole CLI config (trainer settings included): the W&B run reproduces it.
                 config={"cli": self._config_dict()},
             )
+        if trainer_config.get("plugins") is None and SLURMEnvironment.detect():
+            # Requeue on SIGUSR1 through SlurmRequeueCallback: Lightning's own auto-requeue
+            # checkpoints inside the signal handler and can deadlock DDP ranks.
+            kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
         trainer = super().instantiate_trainer(**kwargs)
         # Checkpoints in one fixed place, whatever the loggers' versions: `--ckpt_path last`
         # and a requeued job must find them.

@@ -3,5 +3,6 @@
 from .optimizer_stats import OptimizerStatsCallback
 from .rng_state import RNGStateCallback
 from .run_summary import RunSummaryCallback
+from .slurm_requeue import SlurmRequeueCallback
 
-__all__ = ["OptimizerStatsCallback", "RNGStateCallback", "RunSummaryCallback"]
+__all__ = ["OptimizerStatsCallback", "RNGStateCallback", "RunSummaryCallback", "SlurmRequeueCallback"]

@@ -31,7 +31,10 @@ _VGG16_CFG = (
 #   fc6 (k7, p0): pool5 o = f + 3, so x = 32 f + 12.5;
 #   upscore (k64, s32): f = (u - 31.5) / 32, so x = u - 19.
 # Input pixel x sits at upscore pixel x + 19: the reference implementations' offset.
+# In general (conv1_1 padding p, fc6 padding q) x = u + 81 - 32 q - p: with p = 1, q = 3
+# (same_padding) the offset is 16.
 _CROP_OFFSET = 19
+_SAME_PADDING_CROP_OFFSET = 16
 _UPSCORE_KERNEL = 64
 _UPSCORE_STRIDE = 32
 
@@ -128,6 +131,15 @@ class FCN32s(nn.Module):
         dropout: dropout probability after fc6 and fc7 (0.5 in the paper).
         learnable_upsampling: train ``upscore`` (initialised bilinear) instead of
             keeping it fixed.
+        batch_norm: a BatchNorm2d after each of the 13 VGG convs (torchvision's
+            ``vgg16_bn`` layout, so ``features`` indices shift). Not part of the paper:
+            plain VGG-16 trained from scratch needs thousands of steps before it predicts
+            anything but background; with batch norm a CPU-sized run learns the objects.
+        same_padding: pad ``conv1_1`` by 1 (not 100) and fc6 by 3, so that every layer
+            keeps the input's extent and the crop offset becomes 16. The paper's padding of
+            100 lets fc6 run unpadded on any input but makes the convs process a
+            ``(H+200)×(W+200)`` image: on small crops (96 px: 296 px processed) that is
+            almost all of the cost. Not part of the paper; for CPU-sized runs.
 
     Input: ``[B, 3, H, W]``, any H, W >= 1. With pretrained weights, RGB normalised with
     the ImageNet mean/std (torchvision's convention, not caffe's BGR 0-255).
@@ -153,6 +165,8 @@ class FCN32s(nn.Module):
         fc_channels: int = 4096,
         dropout: float = 0.5,
         learnable_upsampling: bool = False,
+        batch_norm: bool = False,
+        same_padding: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -163,6 +177,11 @@ class FCN32s(nn.Module):
             raise ValueError(f"Invalid fc_channels: {fc_channels} (must be >= 1)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Invalid dropout: {dropout} (must be in [0, 1))")
+        if pretrained_backbone and batch_norm:
+            raise ValueError(
+                "pretrained_backbone=True loads torchvision's plain VGG-16; it has no "
+                "batch-norm layers: set batch_norm=False"
+            )
         if pretrained_backbone and (width != 1.0 or fc_channels != 4096):
             raise ValueError(
                 f"pretrained_backbone=True needs the paper's VGG-16 (width=1.0, "
@@ -180,6 +199,7 @@ class FCN32s(nn.Module):
             path = Path(weights_path) if weights_path is not None else default_vgg16_weights_path()
             _check_weights_file(path)
         self.num_classes = num_classes
+        self.crop_offset = _SAME_PADDING_CROP_OFFSET if same_padding else _CROP_OFFSET
 
         layers: list[nn.Module] = []
         in_ch = 3
@@ -189,13 +209,16 @@ class FCN32s(nn.Module):
                 layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))
             else:
                 out_ch = max(1, round(v * width))
-                padding = 100 if not layers else 1
-                layers += [nn.Conv2d(in_ch, out_ch, 3, padding=padding), nn.ReLU(inplace=True)]
+                padding = 1 if layers or same_padding else 100
+                layers.append(nn.Conv2d(in_ch, out_ch, 3, padding=padding))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(out_ch))
+                layers.append(nn.ReLU(inplace=True))
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)
         # nn.Dropout, not Dropout2d: caffe's dropout layer drops single activations.
         self.classifier = nn.Sequential(
-            nn.Conv2d(in_ch, fc_channels, 7),  # fc6
+            nn.Conv2d(in_ch, fc_channels, 7, padding=3 if same_padding else 0),  # fc6
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Conv2d(fc_channels, fc_channels, 1),  # fc7
@@ -286,4 +309,5 @@ class FCN32s(nn.Module):
         """
         h, w = x.shape[-2:]
         score = self.upscore(self.score_fr(self.classifier(self.features(x))))
-        return score[:, :, _CROP_OFFSET : _CROP_OFFSET + h, _CROP_OFFSET : _CROP_OFFSET + w]
+        top = self.crop_offset
+        return score[:, :, top : top + h, top : top + w]

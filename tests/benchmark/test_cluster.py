@@ -1,9 +1,11 @@
 """SLURM: the sbatch template, submission, and the preemption path
-(signal -> checkpoint -> requeue request -> resume) with the real Lightning SLURM code.
+(signal -> checkpoint -> requeue request -> resume), single-process and DDP.
 
 No SLURM controller runs here, so `scontrol` and `sbatch` are stand-ins on PATH that
-record how they were called; everything else (Lightning's SLURMEnvironment, its SIGUSR1
-handler, the hpc checkpoint, the CLI's resume choice) is the real code path.
+record how they were called, and the processes get the environment srun gives its
+tasks; everything else (Lightning's SLURMEnvironment, the requeue callback's SIGUSR1
+handling, the hpc checkpoint, the CLI's resume choice) is the real code path.
+(`benchmark/slurm/local_cluster_check.sh` runs the same against a real slurmctld.)
 """
 
 from __future__ import annotations
@@ -82,40 +84,50 @@ def _wait_for(predicate, timeout, proc):
         time.sleep(0.2)
 
 
-@pytest.mark.slow
-def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path, embedded_data_root):
+def _slurm_env(bin_dir: Path, data_root: Path, job_id: str, ntasks: int, rank: int) -> dict[str, str]:
     from datamodules.embedded.store import ENV_VAR
 
+    env = {
+        **os.environ,
+        ENV_VAR: str(data_root),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        # What srun gives one task of a one-node job.
+        "SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": "clipbench", "SLURM_NTASKS": str(ntasks),
+        "SLURM_NTASKS_PER_NODE": str(ntasks), "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+        "SLURM_NODEID": "0", "SLURM_NNODES": "1", "SLURM_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("WANDB_MODE", None)
+    return env
+
+
+def _fit_command(run_dir: Path, *extra: str) -> list[str]:
+    stack = [a for p in config_stack("imagenet", "clipped_sstm", "bench") for a in ("--config", str(p))]
+    return [
+        sys.executable, "-m", "benchmark", "fit", *stack,
+        "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
+        "--data.init_args.train_crop_size", "32", "--data.init_args.val_resize_size", "36", "--data.init_args.val_crop_size", "32",
+        "--run.dir", str(run_dir), "--run.wandb", "offline", "--ckpt_path", "last", *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path, embedded_data_root):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "scontrol.log"
     _fake_tool(bin_dir, "scontrol", record)
     run_dir = tmp_path / "run"
-    env = {
-        **os.environ,
-        ENV_VAR: str(embedded_data_root),
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        # What srun gives one task of a one-node, one-task job.
-        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "clipbench", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
-        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NNODES": "1",
-        "SLURM_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1", "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("WANDB_MODE", None)
-    stack = [a for p in config_stack("imagenet", "clipped_sstm", "bench") for a in ("--config", str(p))]
-    command = [
-        sys.executable, "-m", "benchmark", "fit", *stack,
-        "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
-        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
-        "--data.init_args.train_crop_size", "32", "--data.init_args.val_resize_size", "36", "--data.init_args.val_crop_size", "32",
-        "--run.dir", str(run_dir), "--run.wandb", "offline", "--ckpt_path", "last",
-    ]
+    env = _slurm_env(bin_dir, embedded_data_root, "4242", 1, 0)
+    command = _fit_command(run_dir)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # After the first epoch's checkpoint, training is in epoch 2: preempt it there.
         _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 300, first)
         first.send_signal(signal.SIGUSR1)
         _wait_for(lambda: record.exists() and (run_dir / "hpc_ckpt_1.ckpt").exists(), 120, first)
-        # SLURM ends the job after the requeue (its SIGTERM is bypassed; then SIGKILL).
+        # SLURM ends the job after the requeue (SIGTERM, then SIGKILL).
         first.kill()
         first.wait(30)
     finally:
@@ -140,3 +152,49 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(tmp_path, embedded_d
     ids = json.loads((run_dir / "wandb_run.json").read_text())
     assert ids["restarts"] == 1  # offline: a second, linked W&B run
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2
+
+
+@pytest.mark.slow
+def test_ddp_ranks_signalled_apart_checkpoint_together_and_requeue_once(tmp_path, embedded_data_root):
+    """SLURM signals every task, but each at its own moment: here only rank 1 gets it.
+    The ranks must still checkpoint at the same batch and keep training (checkpointing
+    inside the signal handler, as Lightning's auto-requeue does, deadlocks them)."""
+    import socket
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "scontrol.log"
+    _fake_tool(bin_dir, "scontrol", record)
+    run_dir = tmp_path / "run"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    command = _fit_command(run_dir, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    ranks = [
+        subprocess.Popen(
+            command,
+            env={**_slurm_env(bin_dir, embedded_data_root, "5151", 2, rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 300, ranks[0])
+        ranks[1].send_signal(signal.SIGUSR1)
+        # With the fake scontrol nothing ends the job: both ranks must train on to the end.
+        outputs = [rank.communicate(timeout=300)[0] for rank in ranks]
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+    for rank, output in zip(ranks, outputs):
+        assert rank.returncode == 0, output[-3000:]
+    assert record.read_text().split() == ["requeue", "5151"]  # once, by rank 0
+    assert "SIGUSR1 received" in outputs[0]
+    assert sorted(p.name for p in run_dir.glob("hpc_ckpt_*.ckpt")) == ["hpc_ckpt_1.ckpt"]
+    import torch
+
+    checkpoint = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert 3 <= checkpoint["global_step"] < 9  # taken in epoch 2 or 3, not at the end
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["global_step"] == 9

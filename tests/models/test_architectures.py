@@ -65,9 +65,9 @@ def test_resnet18_rejects_no_classes():
 # --------------------------------------------------------------------------- FCN-32s
 
 
-@pytest.fixture(scope="module")
-def tiny_fcn():
-    return FCN32s(**TINY_FCN).eval()
+@pytest.fixture(scope="module", params=[{}, {"same_padding": True, "batch_norm": True}], ids=["paper", "same_padding_bn"])
+def tiny_fcn(request):
+    return FCN32s(**TINY_FCN, **request.param).eval()
 
 
 @pytest.mark.parametrize(
@@ -98,18 +98,26 @@ def coord_map(net: FCN32s) -> tuple[float, float]:
     return offset + scale * (p - (k - 1) / 2) / s, scale / s
 
 
-def test_fcn_crop_aligns_output_with_input():
-    net = FCN32s(**TINY_FCN).eval()
+@pytest.mark.parametrize("same_padding, expected", [(False, 19), (True, 16)])
+def test_fcn_crop_aligns_output_with_input(same_padding, expected):
+    net = FCN32s(**TINY_FCN, same_padding=same_padding).eval()
     torch.nn.init.normal_(net.score_fr.weight)  # zero-initialised, it would hide any crop
     offset, scale = coord_map(net)
     assert scale == 1.0  # upscore undoes the 32x downsampling
     crop = int(-offset)  # upscore pixel u sits on input pixel u + offset
-    assert crop == -offset
+    assert crop == -offset == expected == net.crop_offset
     x = torch.randn(1, 3, 45, 70)
     with torch.no_grad():
         full = net.upscore(net.score_fr(net.classifier(net.features(x))))
         assert full.abs().amax() > 0
         torch.testing.assert_close(net(x), full[..., crop : crop + 45, crop : crop + 70])
+
+
+def test_fcn_batch_norm_follows_every_vgg_conv():
+    net = FCN32s(**TINY_FCN, batch_norm=True)
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds.count("BatchNorm2d") == kinds.count("Conv2d") == 13
+    assert all(kinds[i + 1] == "BatchNorm2d" for i, k in enumerate(kinds) if k == "Conv2d")
 
 
 def test_fcn_num_classes_and_width_change_shapes():
@@ -245,6 +253,7 @@ def test_fcn_missing_weights_names_given_path(tmp_path):
         (dict(width=0.0), "width: 0.0"),
         (dict(fc_channels=0), "fc_channels: 0"),
         (dict(dropout=1.0), "dropout: 1.0"),
+        (dict(pretrained_backbone=True, batch_norm=True), "batch_norm=False"),
     ],
 )
 def test_fcn_rejects_bad_arguments(kwargs, match):
