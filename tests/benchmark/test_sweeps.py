@@ -76,3 +76,22 @@ def test_the_agent_command_trains_one_step(dataset, optimizer, tmp_path, embedde
 
     final = json.loads(finals[0].read_text())
     assert final["global_step"] == 1 and final["hparams_identical_across_ranks"] is True
+
+
+@pytest.mark.parametrize("dataset", ["imagenet", "voc", "div2k"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "clipped_sgd", "clipped_sstm"])
+def test_bench_overrides_keep_every_optimizer_argument(dataset, optimizer):
+    """A later fragment's ``optimizer_args`` replaces the earlier dict (jsonargparse does not
+    merge dicts), so a tuned ``embedded_<optimizer>.yaml`` must restate every argument:
+    otherwise momentum, weight decay or the clipping kind silently fall back to defaults."""
+    import yaml
+
+    from benchmark.grid import config_stack
+
+    def optimizer_args(path):
+        return (yaml.safe_load(path.read_text()) or {}).get("model", {}).get("init_args", {}).get("optimizer_args")
+
+    full = config_stack(dataset, optimizer, "full")
+    base = next(a for a in map(optimizer_args, reversed(full)) if a is not None)
+    bench = next(a for a in map(optimizer_args, reversed(config_stack(dataset, optimizer, "bench"))) if a is not None)
+    assert set(base) <= set(bench), f"{dataset}/{optimizer}: the bench config drops {sorted(set(base) - set(bench))}"
