@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_gradients, clip_ratio, global_norm, tensor_norms
+from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_scalars, tensor_norms
 
 __all__ = ["ClippedSGD", "clipped_sgd"]
 
@@ -214,10 +214,19 @@ def clipped_sgd(
             weight_decay=weight_decay, clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
             average_weight=average_weight,
         )  # fmt: skip
+    kernel = _foreach_clipped_sgd if foreach else _single_tensor_clipped_sgd
+    if clipping == "norm" and host_scalars(params):
+        # CPU: reading a 0-dim tensor costs nothing, so a skipped step returns here and
+        # the clip coefficient enters the update as a number: no masked copy of the
+        # gradients is made (a fresh copy per step is page faults on a CPU).
+        if bool(applied):
+            kernel(params, grads, momentum_buffers, averages, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                   applied=None, average_weight=average_weight,
+                   grad_scale=float(clip_coefficient(total_norm, clip_level)))  # fmt: skip
+        return None
     clipped, clipped_norm = clip_gradients(
         grads, clip_level, clipping, norms=norms, total_norm=total_norm, applied=applied, foreach=foreach
     )
-    kernel = _foreach_clipped_sgd if foreach else _single_tensor_clipped_sgd
     kernel(
         params,
         clipped,
@@ -241,13 +250,27 @@ def _single_tensor_clipped_sgd(
     lr: float,
     momentum: float,
     weight_decay: float,
-    applied: Tensor,
+    applied: Tensor | None,
     average_weight: Tensor | None,
+    grad_scale: float | None = None,
 ) -> None:
     # `clipped` is zero on a skipped step; `applied` (0/1) masks the remaining terms.
+    # With `grad_scale` (host path), `clipped` holds the raw gradients, the clipped one is
+    # grad_scale·g, and the step is known to be applied.
     for i, (x, d) in enumerate(zip(params, clipped)):
         if averages is not None:
             averages[i].lerp_(x, average_weight.to(x.dtype))
+        if grad_scale is not None:
+            if momentum:
+                b = momentum_buffers[i].mul_(momentum).add_(d, alpha=grad_scale)
+                if weight_decay:
+                    b.add_(x, alpha=weight_decay)
+                x.add_(b, alpha=-lr)
+            else:
+                if weight_decay:
+                    x.mul_(1 - lr * weight_decay)
+                x.add_(d, alpha=-lr * grad_scale)
+            continue
         if weight_decay:
             d.addcmul_(x, applied, value=weight_decay)
         if momentum:
@@ -268,12 +291,25 @@ def _foreach_clipped_sgd(
     lr: float,
     momentum: float,
     weight_decay: float,
-    applied: Tensor,
+    applied: Tensor | None,
     average_weight: Tensor | None,
+    grad_scale: float | None = None,
 ) -> None:
     n = len(params)
     if averages is not None:
         torch._foreach_lerp_(averages, params, [average_weight.to(params[0].dtype)] * n)
+    if grad_scale is not None:  # as in _single_tensor_clipped_sgd
+        if momentum:
+            torch._foreach_mul_(momentum_buffers, momentum)
+            torch._foreach_add_(momentum_buffers, clipped, alpha=grad_scale)
+            if weight_decay:
+                torch._foreach_add_(momentum_buffers, params, alpha=weight_decay)
+            torch._foreach_add_(params, momentum_buffers, alpha=-lr)
+        else:
+            if weight_decay:
+                torch._foreach_mul_(params, 1 - lr * weight_decay)
+            torch._foreach_add_(params, clipped, alpha=-lr * grad_scale)
+        return
     if weight_decay:
         torch._foreach_addcmul_(clipped, params, [applied] * n, value=weight_decay)
     if momentum:

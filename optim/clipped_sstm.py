@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_gradients, clip_ratio, global_norm, tensor_norms
+from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_scalars, tensor_norms
 
 __all__ = ["ClippedSSTM", "clipped_sstm", "sstm_schedule"]
 
@@ -241,6 +241,15 @@ def clipped_sstm(
             params, grads, ys, zs, alpha=alpha, clip_level=clip_level, y_weight=y_weight, x_weight=x_weight,
             clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
         )  # fmt: skip
+    dtype = params[0].dtype
+    kernel = _foreach_clipped_sstm if foreach else _single_tensor_clipped_sstm
+    if clipping == "norm" and host_scalars(params):
+        # CPU: as in clipped_sgd, -α·clip coefficient enters z's update as a number, with
+        # no masked copy; a skipped step leaves y and z and re-derives x from them.
+        scale = float(-alpha * clip_coefficient(total_norm, clip_level)) if bool(applied) else None
+        kernel(params, grads if scale is not None else None, ys, zs, y_weight=y_weight.to(dtype),
+               x_weight=x_weight.to(dtype), grad_scale=scale)  # fmt: skip
+        return None
     steps, clipped_norm = clip_gradients(
         grads,
         clip_level,
@@ -251,40 +260,50 @@ def clipped_sstm(
         scale=-alpha,
         foreach=foreach,
     )
-    dtype = params[0].dtype
-    kernel = _foreach_clipped_sstm if foreach else _single_tensor_clipped_sstm
     kernel(params, steps, ys, zs, y_weight=y_weight.to(dtype), x_weight=x_weight.to(dtype))
     return clipped_norm
 
 
 def _single_tensor_clipped_sstm(
     params: list[Tensor],
-    steps: list[Tensor],
+    steps: list[Tensor] | None,
     ys: list[Tensor],
     zs: list[Tensor],
     *,
     y_weight: Tensor,
     x_weight: Tensor,
+    grad_scale: float | None = None,
 ) -> None:
-    for x, s, y, z in zip(params, steps, ys, zs):
-        z.add_(s)
-        y.lerp_(z, y_weight)
+    # With `grad_scale` (host path), `steps` holds the raw gradients: z ← z + grad_scale·g.
+    # steps=None (host path, skipped step): only x is re-derived.
+    for i, (x, y, z) in enumerate(zip(params, ys, zs)):
+        if steps is not None:
+            z.add_(steps[i], alpha=1.0 if grad_scale is None else grad_scale)
+            y.lerp_(z, y_weight)
         torch.lerp(y, z, x_weight, out=x)
 
 
 def _foreach_clipped_sstm(
     params: list[Tensor],
-    steps: list[Tensor],
+    steps: list[Tensor] | None,
     ys: list[Tensor],
     zs: list[Tensor],
     *,
     y_weight: Tensor,
     x_weight: Tensor,
+    grad_scale: float | None = None,
 ) -> None:
     n = len(params)
-    torch._foreach_add_(zs, steps)
-    torch._foreach_lerp_(ys, zs, [y_weight] * n)
-    torch.ops.aten._foreach_lerp.List_out(ys, zs, [x_weight] * n, out=params)
+    if steps is not None:  # as in _single_tensor_clipped_sstm
+        torch._foreach_add_(zs, steps, alpha=1.0 if grad_scale is None else grad_scale)
+        torch._foreach_lerp_(ys, zs, [y_weight] * n)
+    if params[0].device.type == "cpu":
+        # aten's CPU _foreach_lerp.List_out computes a new list and copies it over: a
+        # fresh allocation (page faults) and two more passes per step.
+        for x, y, z in zip(params, ys, zs):
+            torch.lerp(y, z, x_weight, out=x)
+    else:
+        torch.ops.aten._foreach_lerp.List_out(ys, zs, [x_weight] * n, out=params)
 
 
 def _with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float, foreach: bool):

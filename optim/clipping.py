@@ -27,6 +27,7 @@ __all__ = [
     "clip_gradients",
     "clip_ratio",
     "global_norm",
+    "host_scalars",
     "tensor_norms",
 ]
 
@@ -72,6 +73,14 @@ def global_norm(norms: Sequence[Tensor]) -> Tensor:
     for other in {n.dtype for n in norms}:
         dtype = torch.promote_types(dtype, other)
     return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
+
+
+def host_scalars(tensors: Sequence[Tensor]) -> bool:
+    """True when the tensors live in host memory (CPU), where reading a 0-dim tensor's
+    value is a memory load, not a device synchronisation: the kernels then branch on a
+    skipped step and pass clip coefficients as numbers instead of masking and scaling a
+    copy of the gradients. On an accelerator everything stays on the device."""
+    return all(t.device.type == "cpu" for t in tensors)
 
 
 def clip_coefficient(norm: Tensor, clip_level: float | Tensor) -> Tensor:

@@ -45,3 +45,21 @@ class NoisyQuadratic:
 @pytest.fixture
 def quadratic() -> NoisyQuadratic:
     return NoisyQuadratic.make(steps=80)
+
+
+@pytest.fixture(params=["host", "device"])
+def kernel_path(request, monkeypatch):
+    """Run a test through both code paths of the clipped kernels: ``host`` (CPU tensors:
+    skipped steps branch on the host, clip coefficients are numbers) and ``device`` (what
+    an accelerator runs: masks and coefficients stay tensors), forced here on CPU."""
+    if request.param == "device":
+        force_device_path(monkeypatch)
+    return request.param
+
+
+def force_device_path(monkeypatch) -> None:
+    """Make the kernels take the accelerator code path on CPU tensors."""
+    import importlib
+
+    for name in ("optim.clipped_sgd", "optim.clipped_sstm"):
+        monkeypatch.setattr(importlib.import_module(name), "host_scalars", lambda tensors: False)

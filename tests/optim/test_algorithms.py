@@ -56,7 +56,7 @@ def _sgd_kwargs(setting, clipping, average=False):
 @pytest.mark.parametrize("clipping", CLIPPING_KINDS)
 @pytest.mark.parametrize("setting", SGD_SETTINGS)
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-def test_clipped_sgd_matches_reference(quadratic, setting, clipping, dtype, rtol):
+def test_clipped_sgd_matches_reference(kernel_path, quadratic, setting, clipping, dtype, rtol):
     params, opt = _run(ClippedSGD, quadratic, STEPS, dtype, **_sgd_kwargs(setting, clipping, average=True))
     x_ref, avg_ref = reference.clipped_sgd(quadratic.x0, quadratic.grad, STEPS, clipping=clipping, **setting)
     for p, x, e, avg in zip(params, x_ref, opt.evaluation_point(), avg_ref):
@@ -68,7 +68,7 @@ def test_clipped_sgd_matches_reference(quadratic, setting, clipping, dtype, rtol
 @pytest.mark.parametrize("clipping", CLIPPING_KINDS)
 @pytest.mark.parametrize("setting", SSTM_SETTINGS)
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-def test_clipped_sstm_matches_reference(quadratic, setting, clipping, dtype, rtol):
+def test_clipped_sstm_matches_reference(kernel_path, quadratic, setting, clipping, dtype, rtol):
     params, opt = _run(ClippedSSTM, quadratic, STEPS, dtype, clipping=clipping, **setting)
     ref = reference.clipped_sstm(quadratic.x0, quadratic.grad, STEPS, clipping=clipping, **setting)
     for p, y, x_ref, y_ref in zip(params, opt.evaluation_point(), ref["x"], ref["y"]):
@@ -98,7 +98,7 @@ def test_sstm_first_gradient_is_taken_at_x0(quadratic):
 
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 1e-2), (0.5, 5e-3)])
-def test_clipped_sgd_equals_clip_grad_norm_plus_torch_sgd(quadratic, momentum, weight_decay):
+def test_clipped_sgd_equals_clip_grad_norm_plus_torch_sgd(kernel_path, quadratic, momentum, weight_decay):
     ours = quadratic.params(torch.float32)
     theirs = quadratic.params(torch.float32)
     opt = ClippedSGD(ours, lr=0.05, clip_level=0.5, momentum=momentum, weight_decay=weight_decay)
@@ -114,7 +114,7 @@ def test_clipped_sgd_equals_clip_grad_norm_plus_torch_sgd(quadratic, momentum, w
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
 
 
-def test_infinite_clip_level_is_plain_sgd(quadratic):
+def test_infinite_clip_level_is_plain_sgd(kernel_path, quadratic):
     ours = quadratic.params()
     theirs = quadratic.params()
     opt = ClippedSGD(ours, lr=0.05, clip_level=float("inf"), momentum=0.9)
@@ -129,7 +129,7 @@ def test_infinite_clip_level_is_plain_sgd(quadratic):
     assert opt.step_stats()["clipped_fraction"].item() == 0.0
 
 
-def test_infinite_clip_level_is_unclipped_sstm(quadratic):
+def test_infinite_clip_level_is_unclipped_sstm(kernel_path, quadratic):
     params, opt = _run(ClippedSSTM, quadratic, STEPS, lr=0.5, L=2.0, clip_level=float("inf"), max_ratio=0.95)
     # The unclipped method: clip_level so large that clip() is the identity.
     ref = reference.clipped_sstm(quadratic.x0, quadratic.grad, STEPS, lr=0.5, L=2.0, clip_level=1e300, max_ratio=0.95)
@@ -147,7 +147,7 @@ def test_infinite_clip_level_is_unclipped_sstm(quadratic):
         (ClippedSSTM, dict(lr=0.5, L=2.0, clip_level=0.3, nu=0.5, max_ratio=0.9, weight_decay=1e-2)),
     ],
 )
-def test_foreach_equals_single_tensor(quadratic, opt_cls, kwargs, clipping):
+def test_foreach_equals_single_tensor(kernel_path, quadratic, opt_cls, kwargs, clipping):
     results = []
     for foreach in (True, False):
         params = quadratic.params(torch.float32)

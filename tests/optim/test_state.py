@@ -9,7 +9,7 @@ import torch
 
 from optim import ClippedSGD, ClippedSSTM, EvaluationPointSwap, build_optimizer, evaluation_point, list_optimizers
 
-from .conftest import NoisyQuadratic
+from .conftest import NoisyQuadratic, force_device_path
 
 OPTIMIZERS = {
     "clipped_sgd_avg": lambda p: ClippedSGD(p, lr=0.05, clip_level=0.5, momentum=0.9, weight_decay=1e-2, average=True),
@@ -45,7 +45,7 @@ def _train(model, opt, batches):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_resume_is_bit_exact(name, dtype):
+def test_resume_is_bit_exact(kernel_path, name, dtype):
     batches = _batches(20, dtype)
     make = OPTIMIZERS[name]
 
@@ -109,7 +109,7 @@ MAKERS = [
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "overflow"])
 @pytest.mark.parametrize("make", MAKERS)
-def test_nonfinite_step_is_skipped_exactly(make, bad):
+def test_nonfinite_step_is_skipped_exactly(kernel_path, make, bad):
     """A skipped step changes nothing, so the run equals the run without that batch."""
     problem = NoisyQuadratic.make(steps=30)
     poisoned = 4
@@ -169,7 +169,9 @@ def test_nonfinite_raise_names_the_step_and_changes_nothing(make):
 
 @pytest.mark.parametrize("make", MAKERS)
 def test_step_never_reads_device_values(monkeypatch, make):
-    """No .item()/bool()/float() inside step(): the CPU stand-in for CUDA's sync check."""
+    """No .item()/bool()/float() inside step() on the path accelerators take: the CPU
+    stand-in for CUDA's sync check. (On CPU tensors the kernels read values on purpose.)"""
+    force_device_path(monkeypatch)
     problem = NoisyQuadratic.make(steps=3)
     params = problem.params(torch.float32)
     opt = make(params)
