@@ -15,7 +15,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ __all__ = [
     "clip_coefficient",
     "clip_gradients",
     "clip_ratio",
+    "device_code_path",
     "global_norm",
     "host_scalars",
     "tensor_norms",
@@ -75,12 +77,28 @@ def global_norm(norms: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(device=device, dtype=dtype) for n in norms]))
 
 
+_device_path_forced = False
+
+
 def host_scalars(tensors: Sequence[Tensor]) -> bool:
     """True when the tensors live in host memory (CPU), where reading a 0-dim tensor's
     value is a memory load, not a device synchronisation: the kernels then branch on a
     skipped step and pass clip coefficients as numbers instead of masking and scaling a
-    copy of the gradients. On an accelerator everything stays on the device."""
-    return all(t.device.type == "cpu" for t in tensors)
+    copy of the gradients. On an accelerator everything stays on the device (and on CPU
+    too inside :func:`device_code_path`)."""
+    return not _device_path_forced and all(t.device.type == "cpu" for t in tensors)
+
+
+@contextlib.contextmanager
+def device_code_path() -> Iterator[None]:
+    """Run the accelerator code path (no host reads) on CPU tensors as well: for auditing
+    on a CPU what a GPU step would synchronise, and for testing that path."""
+    global _device_path_forced
+    previous, _device_path_forced = _device_path_forced, True
+    try:
+        yield
+    finally:
+        _device_path_forced = previous
 
 
 def clip_coefficient(norm: Tensor, clip_level: float | Tensor) -> Tensor:

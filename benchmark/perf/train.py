@@ -41,6 +41,8 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from optim.clipping import device_code_path
+
 from .common import machine_info, markdown_table
 
 __all__ = ["TASKS", "add_arguments", "lightning_run", "plain_run", "run"]
@@ -186,6 +188,10 @@ class _SyncCensus:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
         else:
+            # What a GPU step would synchronise: the kernels' accelerator path, which on
+            # CPU tensors they leave for host reads (free there).
+            self._device_path = device_code_path()
+            self._device_path.__enter__()
             self._mode = _CountOps()
             self._mode.__enter__()
         return self
@@ -197,6 +203,7 @@ class _SyncCensus:
             self.count = sum(_SYNC_WARNING in str(w.message) for w in self._records)
         else:
             self._mode.__exit__(*exc)
+            self._device_path.__exit__(*exc)
             self.count = self._mode.count
 
 

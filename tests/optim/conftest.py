@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from optim.clipping import device_code_path
+
 
 @dataclass
 class NoisyQuadratic:
@@ -48,18 +50,12 @@ def quadratic() -> NoisyQuadratic:
 
 
 @pytest.fixture(params=["host", "device"])
-def kernel_path(request, monkeypatch):
+def kernel_path(request):
     """Run a test through both code paths of the clipped kernels: ``host`` (CPU tensors:
     skipped steps branch on the host, clip coefficients are numbers) and ``device`` (what
     an accelerator runs: masks and coefficients stay tensors), forced here on CPU."""
     if request.param == "device":
-        force_device_path(monkeypatch)
-    return request.param
-
-
-def force_device_path(monkeypatch) -> None:
-    """Make the kernels take the accelerator code path on CPU tensors."""
-    import importlib
-
-    for name in ("optim.clipped_sgd", "optim.clipped_sstm"):
-        monkeypatch.setattr(importlib.import_module(name), "host_scalars", lambda tensors: False)
+        with device_code_path():
+            yield request.param
+    else:
+        yield request.param
