@@ -3,7 +3,9 @@
 Each run is its own process (``python -m benchmark fit`` with a stack of config
 fragments), writing into ``<runs-dir>/<dataset>/<optimizer>/seed<seed>/``. The grid is
 resumable: a run whose ``final.json`` exists is not redone, and an unfinished one resumes
-from its last checkpoint (``--ckpt_path last``). Runs are spread over the visible GPUs,
+from its last checkpoint (``--ckpt_path last``), as long as the run directory was made by
+the same settings (config contents and flags, recorded in ``grid_fingerprint.txt``); one
+made by other settings is moved aside to ``<dir>.superseded-<n>`` and the run starts over. Runs are spread over the visible GPUs,
 one GPU each (``--parallel``); on CPU they run one after another. At the end the report
 (``summary.md``, ``results.json``, plots) is written into ``--out``.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import hashlib
 import shlex
 import subprocess
 import sys
@@ -33,6 +36,9 @@ DATASETS = ("imagenet", "voc", "div2k")
 DEFAULT_OPTIMIZERS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
 
 
+FINGERPRINT = "grid_fingerprint.txt"
+
+
 @dataclass
 class GridRun:
     dataset: str
@@ -41,14 +47,54 @@ class GridRun:
     run_dir: Path
     command: list[str]
     env: dict[str, str]
+    fingerprint: str = ""
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "final.json").exists()
+        """``final.json`` written, by a run of these very settings."""
+        record = self.run_dir / FINGERPRINT
+        return (
+            (self.run_dir / "final.json").exists()
+            and record.exists()
+            and record.read_text().strip() == self.fingerprint
+        )
+
+    def set_aside_if_stale(self) -> Path | None:
+        """Move the run directory aside when it holds a run of other settings.
+
+        A run directory records the fingerprint of what produced it (the contents of its
+        config fragments and the command's other arguments). When the configs or flags
+        change, the old run must neither count as finished nor be resumed with the new
+        settings; it is renamed ``<dir>.superseded-<n>`` (never deleted). Returns the new
+        name, or None when nothing was moved.
+        """
+        record = self.run_dir / FINGERPRINT
+        if not self.run_dir.exists() or not any(self.run_dir.iterdir()):
+            return None
+        if record.exists() and record.read_text().strip() == self.fingerprint:
+            return None
+        n = 1
+        while (target := self.run_dir.with_name(f"{self.run_dir.name}.superseded-{n}")).exists():
+            n += 1
+        self.run_dir.rename(target)
+        return target
 
     @property
     def label(self) -> str:
         return f"{self.dataset}/{self.optimizer}/seed{self.seed}"
+
+    def record_fingerprint(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / FINGERPRINT).write_text(self.fingerprint + "\n")
+
+
+def fingerprint(stack: list[Path], args: list[str]) -> str:
+    """SHA-256 of the config fragments' contents (in order) and the other arguments."""
+    digest = hashlib.sha256()
+    for path in stack:
+        digest.update(path.read_bytes() + b"\0")
+    digest.update("\0".join(args).encode())
+    return digest.hexdigest()
 
 
 def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
@@ -103,7 +149,8 @@ def plan(args: argparse.Namespace) -> list[GridRun]:
                 cmd = [sys.executable, "-m", "benchmark", "fit"]
                 for path in stack:
                     cmd += ["--config", str(path)]
-                cmd += ["--seed_everything", str(seed), "--run.dir", str(run_dir), "--run.wandb", args.wandb]
+                settings = ["--seed_everything", str(seed)]
+                cmd += [*settings, "--run.dir", str(run_dir), "--run.wandb", args.wandb]
                 if dataset in data_dirs:
                     cmd += ["--data.init_args.data_dir", data_dirs[dataset]]
                 if args.epochs is not None:
@@ -115,7 +162,9 @@ def plan(args: argparse.Namespace) -> list[GridRun]:
                 if args.accelerator is not None:
                     cmd += ["--trainer.accelerator", args.accelerator]
                 cmd += list(args.extra) + ["--ckpt_path", "last"]
-                runs.append(GridRun(dataset, optimizer, seed, run_dir, cmd, {}))
+                # What decides the result: not the interpreter, the W&B mode or the paths.
+                settings += cmd[cmd.index("--run.wandb") + 2 :]
+                runs.append(GridRun(dataset, optimizer, seed, run_dir, cmd, {}, fingerprint(stack, settings)))
     return runs
 
 
@@ -140,6 +189,10 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
     """Run the unfinished runs, ``len(slots)`` at a time; returns those that failed."""
     from tqdm import tqdm
 
+    for run in runs:
+        moved = run.set_aside_if_stale()
+        if moved is not None:
+            print(f"{run.label}: {run.run_dir} was made with other configs or flags; moved to {moved}", file=sys.stderr)
     todo = [r for r in runs if not r.finished]
     done_before = len(runs) - len(todo)
     failed: list[GridRun] = []
@@ -152,7 +205,7 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
                 if slot in active or not queue:
                     continue
                 run = queue.pop(0)
-                run.run_dir.mkdir(parents=True, exist_ok=True)
+                run.record_fingerprint()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", **run.env}
                 if gpu is not None:
                     env["CUDA_VISIBLE_DEVICES"] = gpu

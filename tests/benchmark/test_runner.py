@@ -184,3 +184,33 @@ def test_report_without_runs_is_a_clear_error(tmp_path):
         load_runs([tmp_path])
     with pytest.raises(FileNotFoundError, match="no such run or directory"):
         load_runs([tmp_path / "missing"])
+
+
+@pytest.mark.slow
+@pytest.mark.embedded
+def test_grid_skips_finished_runs_and_sets_aside_runs_of_other_settings(tmp_path, embedded_data_root):
+    from datamodules.embedded.store import ENV_VAR
+
+    def grid(batches: int):
+        args = [
+            "run", "--datasets", "imagenet", "--optimizers", "sgd", "--runs-dir", str(tmp_path / "runs"),
+            "--out", str(tmp_path / f"report{batches}"), "--wandb", "disabled", "--",
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(batches), "--trainer.limit_val_batches", "1",
+            "--data.init_args.train_crop_size", "32", "--data.init_args.val_resize_size", "36",
+            "--data.init_args.val_crop_size", "32",
+        ]  # fmt: skip
+        result = _cli(args, tmp_path, **{ENV_VAR: str(embedded_data_root)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    run_dir = tmp_path / "runs" / "imagenet" / "sgd" / "seed0"
+    grid(2)
+    final = run_dir / "final.json"
+    first = final.read_text()
+    assert json.loads(first)["global_step"] == 2 and (run_dir / "grid_fingerprint.txt").exists()
+    grid(2)  # the same settings: done already, not redone
+    assert final.read_text() == first
+    result = grid(3)  # other settings: the old run is kept aside, the run starts over
+    assert "moved to" in result.stderr
+    assert json.loads((tmp_path / "runs" / "imagenet" / "sgd" / "seed0.superseded-1" / "final.json").read_text())["global_step"] == 2
+    assert json.loads(final.read_text())["global_step"] == 3
