@@ -243,7 +243,7 @@ def clipped_sstm(
         )  # fmt: skip
     dtype = params[0].dtype
     kernel = _foreach_clipped_sstm if foreach else _single_tensor_clipped_sstm
-    if clipping == "norm" and host_scalars(params):
+    if clipping == "norm" and applied.dim() == 0 and host_scalars(params):
         # CPU: as in clipped_sgd, -α·clip coefficient enters z's update as a number, with
         # no masked copy; a skipped step leaves y and z and re-derives x from them.
         scale = float(-alpha * clip_coefficient(total_norm, clip_level)) if bool(applied) else None

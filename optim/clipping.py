@@ -85,7 +85,8 @@ def host_scalars(tensors: Sequence[Tensor]) -> bool:
     value is a memory load, not a device synchronisation: the kernels then branch on a
     skipped step and pass clip coefficients as numbers instead of masking and scaling a
     copy of the gradients. On an accelerator everything stays on the device (and on CPU
-    too inside :func:`device_code_path`)."""
+    too inside :func:`device_code_path`). Callers also need one skip flag for the whole
+    step: batched runs (the convex suite's per-run masks) keep the device path."""
     return not _device_path_forced and all(t.device.type == "cpu" for t in tensors)
 
 
