@@ -17,10 +17,10 @@
 #   4. check: hpc_ckpt_1.ckpt written, `scontrol requeue` done (Restarts=1), the second
 #      launch restored hpc_ckpt_1.ckpt, final.json's global_step is the full run's, a
 #      second linked W&B offline run (wandb_run.json restarts=1)
-#   5. --ddp: the same with 2 tasks (DDP over gloo, started by srun). With Lightning's own
-#      auto-requeue (2.6) this FAILs: its SIGUSR1 handler checkpoints inside the signal
-#      handler, the ranks' barriers desynchronise and the job hangs without requeueing
-#      (stacks are printed when py-spy is on PATH)
+#   5. --ddp: the same with 2 tasks (DDP over gloo, started by srun). This is the check
+#      that showed Lightning's own auto-requeue (2.6) hanging: it checkpoints inside the
+#      signal handler and the ranks' barriers desynchronise; clipbench's
+#      SlurmRequeueCallback replaces it (on a hang, stacks are printed when py-spy is on PATH)
 #
 # Ctrl-C or the end stops the daemons this script started (not ones already running)
 # unless --keep-daemons. Work files: $CHECK_DIR (default /tmp/clipbench-slurm-check).
