@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_scalars, tensor_norms
+from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_path, tensor_norms
 
 __all__ = ["ClippedSGD", "clipped_sgd"]
 
@@ -215,7 +215,7 @@ def clipped_sgd(
             average_weight=average_weight,
         )  # fmt: skip
     kernel = _foreach_clipped_sgd if foreach else _single_tensor_clipped_sgd
-    if clipping == "norm" and applied.dim() == 0 and host_scalars(params):
+    if host_path(clipping, applied, params):
         # CPU: reading a 0-dim tensor costs nothing, so a skipped step returns here and
         # the clip coefficient enters the update as a number: no masked copy of the
         # gradients is made (a fresh copy per step is page faults on a CPU).

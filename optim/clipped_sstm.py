@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_scalars, tensor_norms
+from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_path, tensor_norms
 
 __all__ = ["ClippedSSTM", "clipped_sstm", "sstm_schedule"]
 
@@ -243,7 +243,7 @@ def clipped_sstm(
         )  # fmt: skip
     dtype = params[0].dtype
     kernel = _foreach_clipped_sstm if foreach else _single_tensor_clipped_sstm
-    if clipping == "norm" and applied.dim() == 0 and host_scalars(params):
+    if host_path(clipping, applied, params):
         # CPU: as in clipped_sgd, -α·clip coefficient enters z's update as a number, with
         # no masked copy; a skipped step leaves y and z and re-derives x from them.
         scale = float(-alpha * clip_coefficient(total_norm, clip_level)) if bool(applied) else None

@@ -29,7 +29,7 @@ __all__ = [
     "clip_ratio",
     "device_code_path",
     "global_norm",
-    "host_scalars",
+    "host_path",
     "tensor_norms",
 ]
 
@@ -80,14 +80,22 @@ def global_norm(norms: Sequence[Tensor]) -> Tensor:
 _device_path_forced = False
 
 
-def host_scalars(tensors: Sequence[Tensor]) -> bool:
-    """True when the tensors live in host memory (CPU), where reading a 0-dim tensor's
-    value is a memory load, not a device synchronisation: the kernels then branch on a
-    skipped step and pass clip coefficients as numbers instead of masking and scaling a
-    copy of the gradients. On an accelerator everything stays on the device (and on CPU
-    too inside :func:`device_code_path`). Callers also need one skip flag for the whole
-    step: batched runs (the convex suite's per-run masks) keep the device path."""
-    return not _device_path_forced and all(t.device.type == "cpu" for t in tensors)
+def host_path(clipping: str, applied: Tensor, tensors: Sequence[Tensor]) -> bool:
+    """Whether the clipped kernels take their host path for this step.
+
+    That is: norm clipping, one skip flag for the whole step (not the convex suite's
+    per-run masks), and every tensor in host memory (CPU), where reading a 0-dim tensor's
+    value is a memory load, not a device synchronisation. The kernels then branch on a
+    skipped step and pass the clip coefficient as a number instead of masking and scaling
+    a copy of the gradients. On an accelerator everything stays on the device (and on CPU
+    too inside :func:`device_code_path`).
+    """
+    return (
+        clipping == "norm"
+        and applied.dim() == 0
+        and not _device_path_forced
+        and all(t.device.type == "cpu" for t in tensors)
+    )
 
 
 @contextlib.contextmanager
