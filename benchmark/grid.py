@@ -5,8 +5,8 @@ fragments), writing into ``<runs-dir>/<dataset>/<optimizer>/seed<seed>/``. The g
 resumable: a run whose ``final.json`` exists is not redone, and an unfinished one resumes
 from its last checkpoint (``--ckpt_path last``), as long as the run directory was made by
 the same settings (config contents and flags, recorded in ``grid_fingerprint.txt``); one
-made by other settings is moved aside to ``<dir>.superseded-<n>`` and the run starts over. Runs are spread over the visible GPUs,
-one GPU each (``--parallel``); on CPU they run one after another. At the end the report
+made by other settings is moved aside to ``<dir>.superseded-<n>`` and the run starts
+over. Runs are spread over the visible GPUs, one GPU each (``--parallel``); on CPU they run one after another. At the end the report
 (``summary.md``, ``results.json``, plots) is written into ``--out``.
 
 Presets:
@@ -18,8 +18,8 @@ Presets:
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
+import os
 import shlex
 import subprocess
 import sys
@@ -50,14 +50,14 @@ class GridRun:
     fingerprint: str = ""
 
     @property
+    def made_by_these_settings(self) -> bool:
+        record = self.run_dir / FINGERPRINT
+        return record.exists() and record.read_text().strip() == self.fingerprint
+
+    @property
     def finished(self) -> bool:
         """``final.json`` written, by a run of these very settings."""
-        record = self.run_dir / FINGERPRINT
-        return (
-            (self.run_dir / "final.json").exists()
-            and record.exists()
-            and record.read_text().strip() == self.fingerprint
-        )
+        return (self.run_dir / "final.json").exists() and self.made_by_these_settings
 
     def set_aside_if_stale(self) -> Path | None:
         """Move the run directory aside when it holds a run of other settings.
@@ -68,10 +68,7 @@ class GridRun:
         settings; it is renamed ``<dir>.superseded-<n>`` (never deleted). Returns the new
         name, or None when nothing was moved.
         """
-        record = self.run_dir / FINGERPRINT
-        if not self.run_dir.exists() or not any(self.run_dir.iterdir()):
-            return None
-        if record.exists() and record.read_text().strip() == self.fingerprint:
+        if not self.run_dir.exists() or not any(self.run_dir.iterdir()) or self.made_by_these_settings:
             return None
         n = 1
         while (target := self.run_dir.with_name(f"{self.run_dir.name}.superseded-{n}")).exists():
