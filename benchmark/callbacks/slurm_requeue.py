@@ -114,7 +114,11 @@ class SlurmRequeueCallback(pl.Callback):
         if job is None:
             rank_zero_warn("SIGUSR1 received outside a SLURM job (no SLURM_JOB_ID): not requeueing")
             return
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        try:
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        except OSError as err:  # no scontrol on PATH
+            rank_zero_warn(f"scontrol requeue {job} could not run ({err}). The checkpoint is saved; resubmit the job.")
+            return
         if result.returncode == 0:
             rank_zero_info(f"Requeued SLURM job: {job}")
         else:
