@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch.distributed as dist
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-__all__ = ["SlurmRequeueCallback", "next_hpc_checkpoint", "slurm_job_id"]
+__all__ = ["SlurmRequeueCallback", "slurm_job_id"]
 
 
 def slurm_job_id() -> str | None:
@@ -24,16 +23,6 @@ def slurm_job_id() -> str | None:
     if array_job and array_task:
         return f"{array_job}_{array_task}"
     return os.environ.get("SLURM_JOB_ID")
-
-
-def next_hpc_checkpoint(folder: str | os.PathLike) -> Path:
-    """``<folder>/hpc_ckpt_<n>.ckpt`` with ``n`` one above the highest there (Lightning's names)."""
-    numbers = [0]
-    for path in Path(folder).glob("hpc_ckpt_*.ckpt"):
-        suffix = path.stem.rpartition("_")[2]
-        if suffix.isdigit():
-            numbers.append(int(suffix))
-    return Path(folder) / f"hpc_ckpt_{max(numbers) + 1}.ckpt"
 
 
 class SlurmRequeueCallback(pl.Callback):
@@ -102,7 +91,8 @@ class SlurmRequeueCallback(pl.Callback):
         if not self._active or self._handled or not self._any_rank_signalled():
             return
         self._handled = True
-        path = trainer.strategy.broadcast(str(next_hpc_checkpoint(trainer.default_root_dir)), src=0)
+        # Lightning's own name (hpc_ckpt_<highest + 1>.ckpt), the one it resumes from.
+        path = trainer.strategy.broadcast(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir), src=0)
         rank_zero_info(f"SIGUSR1 received (requeue signal): saving {path} (global step {trainer.global_step})")
         trainer.save_checkpoint(path)  # every rank calls it: it holds a barrier
         if trainer.is_global_zero:
