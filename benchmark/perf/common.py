@@ -59,6 +59,20 @@ def median_time(fn: Callable[[], object], *, device: torch.device, warmup: int, 
     return statistics.median(times)
 
 
+def best_time_per_item(fn: Callable[[int], object], count: int, repeats: int, *, warmup: int = 1) -> float:
+    """Best over ``repeats`` passes of the mean seconds per call of ``fn(0..count-1)``,
+    after ``fn(0..warmup-1)`` once (host code: no device synchronisation)."""
+    for i in range(min(count, warmup)):
+        fn(i)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(count):
+            fn(i)
+        best = min(best, (time.perf_counter() - start) / count)
+    return best
+
+
 def copy_bandwidth(device: torch.device, nbytes: int = 1 << 28) -> float:
     """Measured bytes/s of a large device-to-device copy (read + write counted)."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()

@@ -32,7 +32,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .common import machine_info, markdown_table  # noqa: E402
+from .common import best_time_per_item, machine_info, markdown_table  # noqa: E402
 
 __all__ = ["EMBEDDED_SETTINGS", "add_arguments", "bench_settings", "run"]
 
@@ -221,18 +221,6 @@ def _cases(names: list[str], samples: int) -> list[_Case]:
     return cases
 
 
-def _time_per_sample(fn: Callable[[int], object], count: int, repeats: int) -> float:
-    for i in range(min(count, 5)):
-        fn(i)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(count):
-            fn(i)
-        best = min(best, (time.perf_counter() - start) / count)
-    return best
-
-
 def backends_table(names: list[str], samples: int, repeats: int) -> str:
     """Markdown table: per pipeline and input size, µs/sample with each backend, one thread."""
     threads = torch.get_num_threads()
@@ -241,8 +229,8 @@ def backends_table(names: list[str], samples: int, repeats: int) -> str:
     rows = []
     try:
         for case in _cases(names, samples):
-            alb = _time_per_sample(case.runner("albumentations"), case.count, repeats)
-            tv = _time_per_sample(case.runner("torchvision"), case.count, repeats)
+            alb = best_time_per_item(case.runner("albumentations"), case.count, repeats, warmup=5)
+            tv = best_time_per_item(case.runner("torchvision"), case.count, repeats, warmup=5)
             winner = "albumentations" if alb < tv else "torchvision v2"
             rows.append(
                 [

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .common import machine_info, markdown_table
+from .common import best_time_per_item, machine_info, markdown_table
 
 __all__ = ["TARGETS", "add_arguments", "make_jpegs", "run"]
 
@@ -65,18 +65,6 @@ def make_jpegs(folder: str | Path, count: int, size: tuple[int, int] = (500, 375
     return paths
 
 
-def _best_per_item(fn: Callable[[int], object], count: int, repeats: int) -> float:
-    """Best over ``repeats`` passes of the mean seconds per call of ``fn(0..count-1)``."""
-    fn(0)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(count):
-            fn(i)
-        best = min(best, (time.perf_counter() - start) / count)
-    return best
-
-
 def per_core_table(paths: list[Path], repeats: int) -> tuple[str, dict[str, float]]:
     """Seconds per image of each stage in one thread; returns the table and the totals."""
     import cv2
@@ -91,13 +79,13 @@ def per_core_table(paths: list[Path], repeats: int) -> tuple[str, dict[str, floa
     try:
         n = len(paths)
         decoded = [read_image(p) for p in paths]
-        read = _best_per_item(lambda i: read_file(str(paths[i])), n, repeats)
-        decode = _best_per_item(lambda i: read_image(paths[i]), n, repeats)
+        read = best_time_per_item(lambda i: read_file(str(paths[i])), n, repeats)
+        decode = best_time_per_item(lambda i: read_image(paths[i]), n, repeats)
         rows, totals = [["read the file", read, "-"], ["decode (torchvision.io / libjpeg-turbo)", decode, "-"]], {}
         for backend in ("torchvision", "albumentations"):
             transform = ClassificationTransform("train", 224, backend=backend, seed=0)
-            augment = _best_per_item(lambda i: transform(decoded[i]), n, repeats)
-            total = _best_per_item(lambda i: transform(read_image(paths[i])), n, repeats)
+            augment = best_time_per_item(lambda i: transform(decoded[i]), n, repeats)
+            total = best_time_per_item(lambda i: transform(read_image(paths[i])), n, repeats)
             totals[backend] = total
             rows += [[f"train transform, {backend}", augment, "-"], [f"**decode + transform, {backend}**", total, "x"]]
     finally:
