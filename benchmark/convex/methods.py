@@ -15,7 +15,7 @@ from .per_run import PerRunClippedSGD, PerRunClippedSSTM
 from .problem import ConvexProblem
 from .theory import TheoryConstants
 
-__all__ = ["BOUNDS", "METHODS", "Method"]
+__all__ = ["BOUNDS", "METHODS", "Method", "check_methods"]
 
 # Tuning grids, in units of the problem's own scales (1/L, R₀, a gradient-norm scale),
 # wide enough that the chosen point is normally inside (the report flags a choice on an
@@ -116,3 +116,10 @@ METHODS: dict[str, Method] = {
         Method("adam", "Adam", "adam", False, None, "xᴺ (last iterate)"),
     )
 }
+
+
+def check_methods(methods: list[str]) -> None:
+    """Raise ValueError naming any method that is not in :data:`METHODS`."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; available: {', '.join(METHODS)}")

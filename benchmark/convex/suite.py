@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .experiment import Experiment
-from .methods import METHODS
+from .methods import METHODS, check_methods
 from .runner import Task, Trajectory, run_tasks
 from .tuning import Sweep, SweepResult
 
@@ -72,9 +72,7 @@ class ConvexSuite:
         jobs: int = 1,
         progress: bool = True,
     ) -> None:
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"Unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+        check_methods(methods)
         self.experiments = experiments
         self.methods = list(methods)
         self.runs = runs

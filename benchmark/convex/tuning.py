@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .experiment import Experiment
-from .methods import BOUNDS, METHODS
+from .methods import BOUNDS, METHODS, check_methods
 from .runner import Task, Trajectory
 
 __all__ = ["CRITERIA", "Sweep", "SweepResult"]
@@ -72,9 +72,7 @@ class Sweep:
     ) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"Invalid criterion: {criterion!r} (must be one of {', '.join(CRITERIA)})")
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"Unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+        check_methods(methods)
         self.experiment = experiment
         self.methods = list(methods)
         self.runs = runs
