@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,16 @@ _COLORS = {
     "clipped_sstm": "tab:orange",
     "adam": "tab:green",
 }
+
+
+def _log_log_axes(ax: Any, ylim: tuple[float, float] | None) -> None:
+    """The quantile panels' common axes: log-log, shared y-limits, N on x, a light grid."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel("N (iterations)")
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def _column(t, prob: float) -> np.ndarray:
@@ -68,13 +79,8 @@ def plot_experiment(result: ExperimentResult, out_dir: Path) -> list[Path]:
                 ax.fill_between(n, _column(t, lo), _column(t, hi), color=color, alpha=alpha, lw=0, label=label)
             ax.plot(n, _column(t, 0.5), color=color, lw=1.8, label="median")
             ax.plot(n, _column(t, 1.0), color=color, lw=0.8, ls=":", label="worst run")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            if ylim:
-                ax.set_ylim(*ylim)
+            _log_log_axes(ax, ylim)
             ax.set_title(f"{METHODS[t.method].label}\n{METHODS[t.method].describe_hparams(t.hparams)}", fontsize=8)
-            ax.set_xlabel("N (iterations)")
-            ax.grid(True, which="major", alpha=0.3)
         axes[0][0].set_ylabel("f(output) − f*")
         axes[0][0].legend(fontsize=7, loc="lower left")
         fig.suptitle(f"{e.title} — {source} hyperparameters, {runs[0].runs} runs", fontsize=9)
@@ -101,13 +107,8 @@ def plot_experiment(result: ExperimentResult, out_dir: Path) -> list[Path]:
                 span = np.array([n[-1] / 100, n[-1]])
                 ax.plot(span, end * (span / n[-1]) ** slope, color="gray", lw=0.8, ls=":")
                 ax.annotate(f"∝ N^{slope:g}", (n[-1] / 3, end * 3 ** (-slope)), fontsize=7, color="gray", ha="right")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        if ylim:
-            ax.set_ylim(*ylim)
+        _log_log_axes(ax, ylim)
         ax.set_title(f"{source} hyperparameters", fontsize=9)
-        ax.set_xlabel("N (iterations)")
-        ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("f(output) − f*")
     axes[0][-1].legend(fontsize=6, loc="lower left", ncol=2)
     fig.suptitle(e.title, fontsize=9)
