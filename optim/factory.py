@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch.optim import Optimizer
 
+from .search_space import Choice, LogUniform, SearchDim, Uniform, validate_space
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "OptimizerSpec",
@@ -49,6 +51,11 @@ class OptimizerSpec:
         defaults: keyword arguments used unless overridden; each says where it comes from
             in ``source``.
         source: where the defaults come from.
+        search_space: per hyperparameter, the range the tuning protocol samples
+            (:mod:`optim.search_space`); hyperparameters not listed keep their default.
+        family: a short grouping for tables (``"baseline"``, ``"clipping"``, ...).
+        paper: the reference (authors, venue, year) of the method.
+        display_name: the name reports print (``"clipped-SSTM"``); defaults to ``name``.
     """
 
     name: str
@@ -56,9 +63,17 @@ class OptimizerSpec:
     description: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    search_space: Mapping[str, SearchDim] = field(default_factory=dict)
+    family: str = ""
+    paper: str = ""
+    display_name: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        validate_space(self.search_space, owner=self.name)
+        object.__setattr__(self, "search_space", MappingProxyType(dict(self.search_space)))
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
 
     def resolve(self) -> type[Optimizer]:
         """The optimizer class (imports a dotted path)."""
@@ -87,6 +102,10 @@ _BUILTINS = (
         "SGD with heavy-ball momentum (torch.optim.SGD)",
         {"lr": 0.01, "momentum": 0.9},
         "public reference protocol, ImageNet-100 / ResNet-18",
+        search_space={"lr": LogUniform(1e-3, 1.0), "momentum": Uniform(0.0, 0.99)},
+        family="baseline",
+        paper="Robbins & Monro 1951; Polyak 1964 (heavy ball)",
+        display_name="SGD",
     ),
     OptimizerSpec(
         "adam",
@@ -94,6 +113,10 @@ _BUILTINS = (
         "Adam (torch.optim.Adam)",
         {"lr": 1e-3},
         "public reference protocol, ImageNet-100 / ResNet-18",
+        search_space={"lr": LogUniform(1e-5, 1e-1)},
+        family="baseline",
+        paper="Kingma & Ba, ICLR 2015",
+        display_name="Adam",
     ),
     OptimizerSpec(
         "adamw",
@@ -101,6 +124,10 @@ _BUILTINS = (
         "AdamW, decoupled weight decay (torch.optim.AdamW)",
         {"lr": 1e-3, "weight_decay": 1e-2},
         "torch defaults",
+        search_space={"lr": LogUniform(1e-5, 1e-1), "weight_decay": LogUniform(1e-4, 1e-1)},
+        family="baseline",
+        paper="Loshchilov & Hutter, ICLR 2019",
+        display_name="AdamW",
     ),
     OptimizerSpec(
         "clipped_sgd",
@@ -108,6 +135,15 @@ _BUILTINS = (
         "clipped-SGD (Gorbunov et al. 2020, Alg. 2) with momentum",
         {"lr": 0.05, "clip_level": 0.1, "momentum": 0.9, "clipping": "coordinate_wise"},
         "public reference protocol, ImageNet-100 / ResNet-18",
+        search_space={
+            "lr": LogUniform(1e-3, 1.0),
+            "clip_level": LogUniform(1e-2, 10.0),
+            "momentum": Uniform(0.0, 0.99),
+            "clipping": Choice(("norm", "coordinate_wise")),
+        },
+        family="clipping",
+        paper="Gorbunov, Danilova & Gasnikov, NeurIPS 2020 (Alg. 2)",
+        display_name="clipped-SGD",
     ),
     OptimizerSpec(
         "clipped_sstm",
@@ -115,6 +151,15 @@ _BUILTINS = (
         "clipped-SSTM, accelerated (Gorbunov et al. 2020, Alg. 1)",
         {"lr": 0.01, "L": 10.0, "clip_level": 1.0, "nu": 1.0, "max_ratio": 0.99, "clipping": "norm"},
         "public reference protocol, ImageNet-100 / ResNet-18 (a = 100)",
+        search_space={
+            "lr": LogUniform(1e-3, 1.0),
+            "L": LogUniform(1.0, 100.0),
+            "clip_level": LogUniform(1e-2, 10.0),
+            "max_ratio": Uniform(0.9, 0.999),
+        },
+        family="clipping",
+        paper="Gorbunov, Danilova & Gasnikov, NeurIPS 2020 (Alg. 1)",
+        display_name="clipped-SSTM",
     ),
 )
 
@@ -130,6 +175,7 @@ def register_optimizer(
     source: str = "",
     *,
     overwrite: bool = False,
+    **fields: Any,
 ) -> OptimizerSpec:
     """Add an optimizer to the registry (or pass a ready :class:`OptimizerSpec`).
 
@@ -142,7 +188,7 @@ def register_optimizer(
     else:
         if target is None:
             raise ValueError(f"register_optimizer({name!r}): give the optimizer class or its dotted path")
-        spec = OptimizerSpec(name, target, description, defaults or {}, source)
+        spec = OptimizerSpec(name, target, description, defaults or {}, source, **fields)
     key = spec.name.lower()
     if key in _REGISTRY and not overwrite and _REGISTRY[key] != spec:
         raise ValueError(f"optimizer {key!r} is already registered; pass overwrite=True to replace it")

@@ -152,3 +152,30 @@ def test_entry_point_plugin(tmp_path, monkeypatch):
         monkeypatch.undo()
         factory.reload_plugins()
     assert "plugin_sgd" not in list_optimizers()
+
+
+@pytest.mark.parametrize("name", list_optimizers())
+def test_search_space_names_keywords_of_the_optimizer(name):
+    from optim.search_space import validate_space
+
+    spec = get_optimizer_spec(name)
+    validate_space(spec.search_space, spec.accepted_keywords(), owner=name)
+    assert spec.display_name
+
+
+def test_search_space_rejects_bad_dimensions():
+    from optim.search_space import Choice, LogUniform, Uniform, describe_space, validate_space
+
+    with pytest.raises(ValueError, match="0 < low < high"):
+        LogUniform(0.0, 1.0)
+    with pytest.raises(ValueError, match="low < high"):
+        Uniform(1.0, 1.0)
+    with pytest.raises(ValueError, match="at least one option"):
+        Choice(())
+    with pytest.raises(ValueError, match="'lr' is not a keyword"):
+        validate_space({"lr": LogUniform(1e-3, 1.0)}, ["momentum"], owner="x")
+    with pytest.raises(ValueError, match="must be LogUniform"):
+        validate_space({"lr": (1e-3, 1.0)})
+    assert describe_space({"lr": LogUniform(1e-3, 1.0), "c": Choice(("a", "b"))}) == (
+        "lr: log-uniform [0.001, 1]; c: one of {a, b}"
+    )
