@@ -17,6 +17,35 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 __all__ = ["SlurmRequeueCallback", "slurm_job_id"]
 
 
+def _cluster_environment(trainer: pl.Trainer) -> Any:
+    """The trainer's cluster environment.
+
+    Lightning 2.x (the range setup.cfg admits) keeps it on its private accelerator
+    connector for every strategy; the public ``strategy.cluster_environment`` exists only
+    for parallel strategies, so a one-process SLURM job would lose its requeue. Guarded:
+    a Lightning without the attribute gets a clear error, not a silent no-op.
+    """
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if connector is None or not hasattr(connector, "cluster_environment"):
+        raise RuntimeError(
+            "SlurmRequeueCallback needs pytorch-lightning 2.x (trainer._accelerator_connector.cluster_environment); "
+            f"this is {pl.__version__}. Install pytorch-lightning>=2.5,<3."
+        )
+    return connector.cluster_environment
+
+
+def _hpc_save_path(trainer: pl.Trainer) -> str:
+    """Lightning's own name for the next requeue checkpoint (``hpc_ckpt_<n+1>.ckpt``), the
+    one its checkpoint connector resumes from (private in Lightning 2.x; guarded as above)."""
+    connector = getattr(trainer, "_checkpoint_connector", None)
+    if connector is None or not hasattr(connector, "hpc_save_path"):
+        raise RuntimeError(
+            "SlurmRequeueCallback needs pytorch-lightning 2.x (trainer._checkpoint_connector.hpc_save_path); "
+            f"this is {pl.__version__}. Install pytorch-lightning>=2.5,<3."
+        )
+    return connector.hpc_save_path(trainer.default_root_dir)
+
+
 def slurm_job_id() -> str | None:
     """The job to requeue: ``<array job>_<task>`` for an array task, else ``SLURM_JOB_ID``."""
     array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -55,7 +84,7 @@ class SlurmRequeueCallback(pl.Callback):
         self._signalled = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        environment = trainer._accelerator_connector.cluster_environment
+        environment = _cluster_environment(trainer)
         if stage != "fit" or not isinstance(environment, SLURMEnvironment):
             return
         if environment.auto_requeue:
@@ -92,7 +121,7 @@ class SlurmRequeueCallback(pl.Callback):
             return
         self._handled = True
         # Lightning's own name (hpc_ckpt_<highest + 1>.ckpt), the one it resumes from.
-        path = trainer.strategy.broadcast(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir), src=0)
+        path = trainer.strategy.broadcast(_hpc_save_path(trainer), src=0)
         rank_zero_info(f"SIGUSR1 received (requeue signal): saving {path} (global step {trainer.global_step})")
         trainer.save_checkpoint(path)  # every rank calls it: it holds a barrier
         if trainer.is_global_zero:

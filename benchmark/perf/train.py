@@ -452,7 +452,7 @@ def _fresh(task: Task, optimizer: str, device: torch.device, mode: str, args: ar
     it would silently run eagerly."""
     _release(device)
     if mode == "compiled":
-        torch._dynamo.reset()
+        torch.compiler.reset()
     return build_module(task, optimizer, device, mode == "compiled", args.channels_last)
 
 
