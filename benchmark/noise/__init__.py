@@ -31,8 +31,8 @@ from .estimators import (
     max_median_ratio,
 )
 from .probe import GradientNoiseProbe
-from .result import ProbeResult
 from .reference import GaussianNormReference, GaussianStatistics
+from .result import ProbeResult
 from .summary import ALPHA_THRESHOLD, NoiseSummary, heavy_tail_rule, summarize
 
 __all__ = [
