@@ -125,7 +125,7 @@ class NoiseSummary:
     norms: list[float] = field(repr=False, default_factory=list)
 
     def metrics(self, prefix: str = "noise/") -> dict[str, float]:
-        """Scalar metrics for a logger (``noise/alpha``, ``noise/alpha_low``, ...)."""
+        """Scalar metrics for a logger (``noise/alpha``, ``noise/alpha_low``, ..., ``noise/batch_size``)."""
         out = {
             "alpha": self.alpha.alpha if self.alpha else math.nan,
             "alpha_low": self.alpha.low if self.alpha else math.nan,
@@ -142,6 +142,7 @@ class NoiseSummary:
             "noise_to_gradient": self.noise_to_gradient,
             "heavy_tailed": float(self.heavy_tailed),
             "time_s": self.time_s,
+            "batch_size": self.batch_size,
         }
         return {prefix + k: float(v) for k, v in out.items()}
 
