@@ -49,7 +49,7 @@ from .probe import GradientNoiseProbe
 from .report import SUMMARIES_FILE, TABLE_FILE, TRAJECTORY_FILE
 from .summary import NoiseSummary, summarize
 
-__all__ = ["GradientNoiseCallback"]
+__all__ = ["GradientNoiseCallback", "loss_function"]
 
 
 class GradientNoiseCallback(pl.Callback):

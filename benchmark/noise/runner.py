@@ -249,7 +249,8 @@ class _TaskRun:
         """The noise batch sizes, the probe subset's size and the training set's, checked now
         (seconds into the task) rather than by the first probe."""
         if not callable(getattr(datamodule, "probe_dataloader", None)):
-            raise ValueError(f"{name}: {type(datamodule).__name__} has no probe_dataloader(); the probe needs one")
+            raise ValueError(  # noqa: TRY004 - a usage error the command reports, as the others
+                f"{name}: {type(datamodule).__name__} has no probe_dataloader(); the probe needs one")
         sizes = noise_batch_sizes(datamodule.batch_size, self.settings, self.batch_sizes)
         largest = sizes[-1]
         datamodule.setup("fit")

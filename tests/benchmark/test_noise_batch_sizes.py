@@ -19,7 +19,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmark.noise import GradientNoiseCallback, GradientNoiseProbe, ProbeResult, summarize
+from benchmark.noise import (
+    GradientNoiseCallback,
+    GradientNoiseProbe,
+    ProbeResult,
+    summarize,
+)
 from benchmark.noise.callback import loss_function
 from benchmark.noise.plots import markdown_table
 from benchmark.noise.report import read_summaries, verdict_lines, write_report
