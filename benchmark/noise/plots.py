@@ -147,9 +147,13 @@ def plot_alpha_trajectory(summaries: Sequence[NoiseSummary], path: str | Path) -
     for s in summaries:
         if s.alpha is not None and s.step is not None:
             lines.setdefault((s.task or "noise", s.batch_size), []).append(s)
-    for (task, batch_size), rows in lines.items():
+    steps = [s.step for rows in lines.values() for s in rows]
+    span = max(steps) - min(steps) if steps else 0
+    for i, ((task, batch_size), rows) in enumerate(lines.items()):
         rows = sorted(rows, key=lambda r: r.step)
-        x = np.array([r.step for r in rows], dtype=np.float64)
+        # Lines probed at the same steps: shifted apart a little so that the intervals stay readable.
+        dodge = (i - (len(lines) - 1) / 2) * 0.012 * max(span, 1)
+        x = np.array([r.step for r in rows], dtype=np.float64) + dodge
         y = np.array([r.alpha.alpha for r in rows])
         err = np.array([[r.alpha.alpha - r.alpha.low for r in rows], [r.alpha.high - r.alpha.alpha for r in rows]])
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{task}, b = {batch_size}")

@@ -260,7 +260,8 @@ def noise_section(
         lines += ["", f"![α during training]({prefix}{TRAJECTORY_FILE})"]
     # The command writes the per-probe plots into <task>/ folders, write_report next to the table.
     where = prefix + ("<task>/" if any(folder.glob("*/*_hist.png")) else "")
-    lines += ["", f"Histogram and QQ plot of every probe: `{where}<task>_step<step>_{{hist,qq}}.png`."]
+    size = "_b<batch size>" if multi_batch_tasks(summaries) else ""
+    lines += ["", f"Histogram and QQ plot of every probe: `{where}<task>{size}_step<step>_{{hist,qq}}.png`."]
     return "\n".join(lines) + "\n"
 
 
