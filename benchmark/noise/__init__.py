@@ -21,7 +21,7 @@ heavy-tailed. This package measures that condition.
   :func:`~.report.noise_section` for reports.
 * :mod:`.runner`: one task's probe run (its ``fit`` with the callback; plumbing in
   :mod:`.run_support`), :mod:`.cli`: ``python -m benchmark noise`` (``make noise``) over a
-  list of :class:`~.cli.ProbeTarget`.
+  list of :class:`~.cli.ProbeTarget`, its top-level files written by :mod:`.outputs`.
 """
 
 from typing import Any
