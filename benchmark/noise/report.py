@@ -220,25 +220,7 @@ def noise_section(
     link = Path(os.path.relpath(folder, base))
 
     lines = [heading, ""] if heading else []
-    source = f"From `{folder}`"
-    tasks = meta.get("tasks", {})
-    entries = list(tasks.values())
-    if entries and all("settings" in e for e in entries):
-        first = entries[0]["settings"]
-        steps = first["train_steps"]
-        sizes = "; ".join(f"{name} {_sizes_text(entry['settings'])}" for name, entry in tasks.items())
-        source += (
-            f" (`{entries[0].get('command', 'python -m benchmark noise')}`): K = {first['num_batches']} noise "
-            f"mini-batches per probe, drawn from a fixed subset of the training set without augmentation "
-            f"(batch sizes: {sizes}); "
-            + (f"probes at initialisation and after {steps} {first.get('optimizer') or 'training'} steps" if steps
-               else "probes at initialisation only")
-            + (f", every {first['probe_every']} steps" if first.get("probe_every") else "")
-        )
-        keys = ("num_batches", "train_steps", "probe_every", "optimizer")
-        if any(e["settings"].get(k) != first.get(k) for e in entries for k in keys):
-            source += "; the settings differ between tasks (summary.json)"
-    lines += [source + ".", "", markdown_table(summaries).rstrip(), ""]
+    lines += [_source_line(folder, meta), "", markdown_table(summaries).rstrip(), ""]
     lines += [
         (f"Heavy-tailed = the whole α interval lies below {ALPHA_THRESHOLD} *and* max/median exceeds the 95th "
          "percentile of Gaussian noise with the same covariance moments (in brackets: the Gaussian values). "
@@ -246,15 +228,9 @@ def noise_section(
         "",
     ]
     lines += [f"- {line}" for line in verdict_lines(summaries)]
-    if tasks and all("time" in t for t in tasks.values()):
-        times = ", ".join(f"{name} {t['time']['total_s']:.0f} s" for name, t in tasks.items())
-        machine, load = meta.get("machine", {}), meta.get("load_1min")
-        where = f"{machine.get('cpu_count', '?')} CPU cores, {machine.get('torch_threads', '?')} torch thread(s)"
-        if machine.get("cuda"):
-            where += f", {machine['cuda']}"
-        if load:
-            where += f"; 1-min load average {load['min']:.1f}-{load['max']:.1f}"
-        lines += ["", f"Time: {times}; total {meta.get('total_s', 0):.0f} s ({where})."]
+    timing = _timing_line(meta)
+    if timing:
+        lines += ["", timing]
     prefix = "" if link == Path(".") else f"{link.as_posix()}/"
     if (folder / TRAJECTORY_FILE).is_file():
         lines += ["", f"![α during training]({prefix}{TRAJECTORY_FILE})"]
@@ -263,6 +239,45 @@ def noise_section(
     size = "_b<batch size>" if multi_batch_tasks(summaries) else ""
     lines += ["", f"Histogram and QQ plot of every probe: `{where}<task>{size}_step<step>_{{hist,qq}}.png`."]
     return "\n".join(lines) + "\n"
+
+
+def _source_line(folder: Path, meta: dict[str, Any]) -> str:
+    """Where the numbers come from: the command, K, the batch sizes, the probe schedule."""
+    source = f"From `{folder}`"
+    tasks = meta.get("tasks", {})
+    entries = list(tasks.values())
+    if not entries or not all("settings" in e for e in entries):
+        return source + "."
+    first = entries[0]["settings"]
+    steps = first["train_steps"]
+    sizes = "; ".join(f"{name} {_sizes_text(entry['settings'])}" for name, entry in tasks.items())
+    source += (
+        f" (`{entries[0].get('command', 'python -m benchmark noise')}`): K = {first['num_batches']} noise "
+        f"mini-batches per probe, drawn from a fixed subset of the training set without augmentation "
+        f"(batch sizes: {sizes}); "
+        + (f"probes at initialisation and after {steps} {first.get('optimizer') or 'training'} steps" if steps
+           else "probes at initialisation only")
+        + (f", every {first['probe_every']} steps" if first.get("probe_every") else "")
+    )
+    keys = ("num_batches", "train_steps", "probe_every", "optimizer")
+    if any(e["settings"].get(k) != first.get(k) for e in entries for k in keys):
+        source += "; the settings differ between tasks (summary.json)"
+    return source + "."
+
+
+def _timing_line(meta: dict[str, Any]) -> str | None:
+    """``Time: <task> <s> s, ...; total ... (cores, threads, load)``, or None without timings."""
+    tasks = meta.get("tasks", {})
+    if not tasks or not all("time" in t for t in tasks.values()):
+        return None
+    times = ", ".join(f"{name} {t['time']['total_s']:.0f} s" for name, t in tasks.items())
+    machine, load = meta.get("machine", {}), meta.get("load_1min")
+    where = f"{machine.get('cpu_count', '?')} CPU cores, {machine.get('torch_threads', '?')} torch thread(s)"
+    if machine.get("cuda"):
+        where += f", {machine['cuda']}"
+    if load:
+        where += f"; 1-min load average {load['min']:.1f}-{load['max']:.1f}"
+    return f"Time: {times}; total {meta.get('total_s', 0):.0f} s ({where})."
 
 
 def _sizes_text(settings: dict[str, Any]) -> str:
