@@ -46,7 +46,7 @@ test: $(STAMP) ## run the test suite (the command CI runs)
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP) ## the main job: 3 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
-	$(PY) -m benchmark run --preset bench --noise --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
+	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
 
 _FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --data-dir "$(DATA)" \
 	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
@@ -68,7 +68,7 @@ bench-div2k: $(STAMP) ## DIV2K x4 / SRResNet: DATA=/path [DEVICES= NODES= EPOCHS
 convex: $(STAMP) ## convex theory suite: 1000 runs per method, quantiles, slopes vs theory, plots (results/convex/) [CONVEX_ARGS=--quick OUT=]
 	$(PY) -m benchmark convex $(CONVEX_ARGS) $(if $(OUT),--out $(OUT))
 
-noise: $(STAMP) ## heavy-tailed gradient noise? each embedded task probed at init and after 30 SGD steps [OUT= NOISE_ARGS=]
+noise: $(STAMP) ## heavy-tailed gradient noise? each embedded task probed at 2 batch sizes, at init and after 30 SGD steps [OUT= NOISE_ARGS=]
 	$(PY) -m benchmark noise $(if $(OUT),--out $(OUT)) $(NOISE_ARGS)
 
 report: $(STAMP) ## rebuild the table and plots from finished runs: RUNS="runs/ or run dirs or wandb offline runs" [OUT=]

@@ -251,6 +251,15 @@ def probe_noise(args: argparse.Namespace, out: Path) -> None:
             print(f"warning: the noise probe of {dataset} failed; the report will lack it:\n{result.stderr[-1500:]}", file=sys.stderr)
 
 
+class _RenamedFlag(argparse.Action):
+    """``--noise`` was this command's probe switch; it is ``--probe-noise`` now (in ``convex``
+    ``--noise`` is the noise law). A clear error instead of argparse's prefix match with
+    ``--noise-batches``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.error("--noise was renamed --probe-noise (probe each dataset's gradient noise first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark run",
@@ -271,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", default="runs", help="where run directories go")
     parser.add_argument("--out", default=None, help="report directory (default: results/<timestamp>)")
     parser.add_argument("--wandb", default="auto", choices=("auto", "online", "offline", "disabled"))
-    parser.add_argument("--noise", action="store_true", help="probe each dataset's gradient noise at initialisation first and put the table in the report")
+    parser.add_argument("--probe-noise", action="store_true", help="probe each dataset's gradient noise at initialisation first and put the table in the report")
+    parser.add_argument("--noise", nargs=0, action=_RenamedFlag, help=argparse.SUPPRESS)
     parser.add_argument("--noise-batches", type=int, default=30, help="mini-batches per noise probe (K)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--verbose", action="store_true", help="show each run's output instead of writing stdout.log")
@@ -290,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     out = Path(args.out or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.noise:
+    if args.probe_noise:
         probe_noise(args, out / "noise")
     failed = execute(runs, _gpu_slots(args.parallel, int(args.devices) if args.devices else None), args.verbose)
     finished = [r.run_dir for r in runs if r.finished]
@@ -302,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Grid: datasets {', '.join(args.datasets)}; optimizers {', '.join(args.optimizers)}; seeds {args.seeds}; "
         f"preset `{args.preset}`; {len(finished)}/{len(runs)} runs finished; this invocation took {minutes:.1f} min.\n"
     )
-    build_report(load_runs(finished), out, notes=notes, noise=out / "noise" if args.noise else None)
+    build_report(load_runs(finished), out, notes=notes, noise=out / "noise" if args.probe_noise else None)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and plots ({minutes:.1f} min)")
     if failed:

@@ -4,18 +4,24 @@ The thesis's claim is conditional: clipping helps when stochastic gradients are
 heavy-tailed. This package measures that condition.
 
 * :mod:`.estimators`: the α-stable tail index of Mohammadi et al. (2015) as used by
-  Simsekli et al. (2019) (:func:`alpha_estimate`, :func:`alpha_estimate_with_ci`), the
-  Hill estimator, kurtosis, max/median.
+  Simsekli et al. (2019) (:func:`alpha_estimate`, :func:`alpha_estimate_with_ci`), with
+  :mod:`.stable_core` (result type, bootstrap-t interval), :mod:`.block_estimators` (the
+  streamed-block form) and :mod:`.tails` (Hill, kurtosis, max/median), all re-exported.
 * :mod:`.reference`: the distribution of ‖ξ‖ for Gaussian noise of the same covariance
   moments.
 * :mod:`.probe`: :class:`GradientNoiseProbe`, streaming ‖∇f(x, ξ) − ∇f(x)‖ at O(#params)
-  memory, DDP-aware.
+  memory, DDP-aware, for any model whose loss is a scalar (images or integer tokens);
+  :mod:`.stream` keeps the running statistics, :mod:`.runtime` the device/RNG helpers,
+  :mod:`.result` what a probe measured.
 * :mod:`.summary`: statistics + reference + the heavy-tail rule for one probe.
-* :mod:`.callback`: :class:`GradientNoiseCallback`, the probe every N training steps.
+* :mod:`.callback`: :class:`GradientNoiseCallback`, the probe every N training steps, at
+  one or several noise batch sizes.
 * :mod:`.plots`: histogram, QQ plot, α trajectory, markdown table.
-* :mod:`.report`: results folders: write, read, :func:`~.report.noise_section` for reports.
-* :mod:`.runner`: one task's probe run (its ``fit`` with the callback), :mod:`.cli`:
-  ``python -m benchmark noise`` (``make noise``) over the tasks.
+* :mod:`.report`: results folders: write (table, CSV, JSON lines), read,
+  :func:`~.report.noise_section` for reports.
+* :mod:`.runner`: one task's probe run (its ``fit`` with the callback; plumbing in
+  :mod:`.run_support`), :mod:`.cli`: ``python -m benchmark noise`` (``make noise``) over a
+  list of :class:`~.cli.ProbeTarget`, its top-level files written by :mod:`.outputs`.
 """
 
 from typing import Any
@@ -31,8 +37,8 @@ from .estimators import (
     max_median_ratio,
 )
 from .probe import GradientNoiseProbe
-from .result import ProbeResult
 from .reference import GaussianNormReference, GaussianStatistics
+from .result import ProbeResult
 from .summary import ALPHA_THRESHOLD, NoiseSummary, heavy_tail_rule, summarize
 
 __all__ = [

@@ -7,23 +7,32 @@ configs of :func:`benchmark.grid.config_stack` with the ``bench`` preset), or fr
 
 1. probes the gradient noise at initialisation (:class:`~benchmark.noise.callback.
    GradientNoiseCallback`: K mini-batch gradients against the gradient of a fixed,
-   un-augmented subset of the training set);
+   un-augmented subset of the training set), at each of the task's noise batch sizes
+   (``--batch-sizes``; default the training batch b and b/4: tails depend on the batch
+   size);
 2. trains ``--train-steps`` optimizer steps with ``--optimizer`` (default ``sgd``, the
    unclipped baseline: the question is about the task, not about a clipping method),
    probing every ``--probe-every`` steps and at the end;
-3. writes the table, the JSON lines, the histogram and QQ plot of every probe and the α
-   trajectory, and prints per task whether its noise is heavy-tailed and how α moved.
+3. writes the table (one row per task, batch size and step), the JSON lines, the CSV,
+   the histogram and QQ plot of every probe and the α trajectory, and prints per task
+   and batch size whether its noise is heavy-tailed and how α moved.
+
+The tasks are a list of :class:`ProbeTarget` (a name and its config stack), built by
+:func:`probe_targets` from the names :func:`task_names` returns.
 
 Layout of ``--out`` (default ``results/noise/<timestamp>/``)::
 
     noise_report.md         the section `make bench` embeds (report.noise_section): table,
                             rule, verdicts, timing, α trajectory
     noise_table.md          the table and the heavy-tail rule
+    noise_table.csv         the table's numbers, one row per (task, batch size, step)
     noise_summaries.jsonl   one NoiseSummary per probe (norms included), every task
-    alpha_trajectory.png    α with its interval against the step, one line per task
+    alpha_trajectory.png    α with its interval against the step, one line per task and
+                            batch size
     summary.json            settings, verdicts, α per probe, time per task, machine load
-    <task>/                 <task>_step<s>_hist.png, <task>_step<s>_qq.png, and the task's
-                            own noise_table.md / noise_summaries.jsonl / alpha_trajectory.png
+    <task>/                 <task>_b<B>_step<s>_hist.png, ..._qq.png (<task>_step<s>_... when
+                            one batch size is probed), and the task's own noise_table.md /
+                            noise_summaries.jsonl / alpha_trajectory.png
     <task>/run/             the Lightning run: csv/ (train/loss, noise/*, config.yaml),
                             final.json, wandb/ (with --wandb offline/online)
 """
@@ -31,9 +40,6 @@ Layout of ``--out`` (default ``results/noise/<timestamp>/``)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -42,29 +48,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .outputs import timing_lines, write_top_level
 from .report import (
+    CSV_FILE,
     REPORT_FILE,
     SUMMARIES_FILE,
     SUMMARY_FILE,
     TABLE_FILE,
-    noise_section,
-    read_summaries,
     verdict_lines,
-    write_report,
 )
 
-__all__ = ["DEFAULTS", "QUICK", "build_parser", "main"]
+__all__ = ["DEFAULTS", "QUICK", "ProbeTarget", "build_parser", "main", "probe_targets", "task_names"]
 
-#: The sizes of ``make noise``: the three embedded tasks take 190 s of CPU time on one thread
-#: of the 2-core CPU, 4.1 min wall at a load average of 4 and 5.8 min at 5-7 (the machine is
-#: shared; see the README). K = 50 is the sample size the heavy-tail rule is calibrated at;
-#: the two probes (initialisation, end: 2 x (8 + 50) passes) are three quarters of the cost.
+#: The sizes of ``make noise``. K = 50 is the sample size the heavy-tail rule is calibrated
+#: at. Each probe point measures at b and b/4 (b the training batch): with the subset of
+#: 8 batches of b, a probe at b costs 8b + 50b samples and one at b/4 8b + 12.5b, so the
+#: second batch size adds a third to the probes' cost (they were three quarters of it).
 DEFAULTS: dict[str, Any] = {
     "train_steps": 30,
     "probe_every": 0,  # 0: at initialisation and at the end only
     "num_batches": 50,
-    "samples_per_batch": 8,  # default --num-samples = this many mini-batches' worth
+    "samples_per_batch": 8,  # default --num-samples = this many mini-batches (of the largest size)
     "num_bootstrap": 200,
+    "batch_divisors": (4, 1),  # default noise batch sizes: b/4 and b
 }
 #: ``--quick``: a smoke test of the whole pipeline (seconds per task); the numbers mean little.
 QUICK: dict[str, Any] = {
@@ -73,16 +79,52 @@ QUICK: dict[str, Any] = {
     "num_batches": 8,
     "samples_per_batch": 2,
     "num_bootstrap": 50,
+    "batch_divisors": (1,),  # the training batch only
 }
 
 _WANDB_MODES = ("disabled", "offline", "online", "auto")
 
 
 # ------------------------------------------------------------------------- arguments
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (its ``--help`` is the command's documentation)."""
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One task the command probes: its label, its config stack and its own batch sizes.
+
+    Attributes:
+        label: the table's name of the task; None: the DataModule's dataset name.
+        configs: the stacked LightningCLI config files.
+        batch_sizes: noise batch sizes of this task; None: the default rule
+            (:func:`benchmark.noise.runner.noise_batch_sizes`). ``--batch-sizes`` wins.
+    """
+
+    label: str | None
+    configs: list[Path]
+    batch_sizes: tuple[int, ...] | None = None
+
+
+def task_names() -> tuple[str, ...]:
+    """The tasks ``make noise`` probes by default and ``--datasets`` offers: the suite's
+    embedded datasets, each with ``benchmark/configs/<name>/``."""
     from benchmark.grid import DATASETS
 
+    return tuple(DATASETS)
+
+
+def probe_targets(names: Sequence[str], optimizer: str) -> list[ProbeTarget]:
+    """The :class:`ProbeTarget` of each named task, built as ``make bench`` builds it.
+
+    Raises:
+        FileNotFoundError: no ``benchmark/configs/<name>/<optimizer>.yaml`` (the message
+            lists the optimizers that have one).
+    """
+    from benchmark.grid import config_stack
+
+    return [ProbeTarget(name, config_stack(name, optimizer, "bench")) for name in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its ``--help`` is the command's documentation)."""
+    names = task_names()
     parser = argparse.ArgumentParser(
         prog="python -m benchmark noise",
         description=(
@@ -99,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     tasks = parser.add_argument_group("tasks")
-    tasks.add_argument("--datasets", nargs="+", choices=DATASETS, default=None,
-                       help=f"embedded tasks, built as `make bench` builds them (default: {' '.join(DATASETS)})")
+    tasks.add_argument("--datasets", nargs="+", choices=names, default=None,
+                       help=f"embedded tasks, built as `make bench` builds them (default: {' '.join(names)})")
     tasks.add_argument("--config", action="append", metavar="FILE", default=None,
                        help="a custom run instead: stacked LightningCLI config files (repeat the flag), "
                             "e.g. the full-protocol stack with real data")
@@ -123,9 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"noise mini-batches per probe (default {DEFAULTS['num_batches']}, >= 4)")
     probe.add_argument("--num-samples", type=int, default=None, metavar="S",
                        help="training samples the full gradient averages, the subset the mini-batches are drawn "
-                            f"from (default {DEFAULTS['samples_per_batch']} batches' worth, at most the training set)")
+                            f"from, shared by the batch sizes (default {DEFAULTS['samples_per_batch']} batches of the largest, at most "
+                            "the training set)")
+    probe.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B",
+                       help="noise mini-batch sizes, each probed at every probe point (default per task: its "
+                            "training batch b, the noise the optimizer sees, and b/4, at least 2; --quick: b only)")
     probe.add_argument("--batch-size", type=int, default=None, metavar="B",
-                       help="noise mini-batch size (default: the task's training batch, the noise the optimizer sees)")
+                       help="a single noise mini-batch size (as --batch-sizes B)")
     probe.add_argument("--sketch-dim", type=int, default=1000, metavar="P",
                        help="count-sketch dimension the α estimate uses (default 1000; 0: full-dimensional blocks)")
     probe.add_argument("--mode", choices=("train", "eval"), default="train",
@@ -145,18 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class _Task:
-    """One task to probe: its label (None: the dataset's name) and its config stack."""
+def _resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[list[ProbeTarget], Any]:
+    """Fill the size defaults (``--quick`` or not), validate the values; the targets and settings."""
+    _check_sizes(args, parser)
+    targets = _targets(args, parser)
+    from .runner import ProbeSettings
 
-    label: str | None
-    configs: list[Path]
+    preset = QUICK if args.quick else DEFAULTS
+    settings = ProbeSettings(
+        train_steps=args.train_steps, probe_every=args.probe_every, num_batches=args.num_batches,
+        num_samples=args.num_samples, samples_per_batch=preset["samples_per_batch"], batch_size=args.batch_size,
+        batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None, batch_divisors=preset["batch_divisors"],
+        sketch_dim=args.sketch_dim, mode=args.mode, num_bootstrap=args.num_bootstrap, seed=args.seed,
+        wandb=args.wandb, progress=not args.no_progress,
+    )
+    return targets, settings
 
 
-def _resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[list[_Task], Any]:
-    """Fill the size defaults (``--quick`` or not), validate the values; the tasks and settings."""
-    from benchmark.grid import DATASETS, config_stack
-
+def _check_sizes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill the preset's sizes where no flag was given; usage errors for values out of range."""
     preset = QUICK if args.quick else DEFAULTS
     for name in ("train_steps", "probe_every", "num_batches", "num_bootstrap"):
         if getattr(args, name) is None:
@@ -170,13 +223,22 @@ def _resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple
         checks.append(("--num-samples", args.num_samples, 2))
     if args.batch_size is not None:
         checks.append(("--batch-size", args.batch_size, 1))
+    if args.batch_size is not None and args.batch_sizes:
+        parser.error("--batch-size and --batch-sizes exclude each other: --batch-sizes B probes B only")
+    checks += [("--batch-sizes", b, 1) for b in args.batch_sizes or ()]
     for flag, value, low in checks:
         if value < low:
             parser.error(f"{flag} {value}: must be >= {low}")
     if args.num_samples is not None and args.batch_size is not None and args.num_samples <= args.batch_size:
         parser.error(f"--num-samples {args.num_samples} must exceed --batch-size {args.batch_size} "
                      "(the mini-batches are drawn from the subset)")
+    if args.num_samples is not None and args.batch_sizes and args.num_samples <= max(args.batch_sizes):
+        parser.error(f"--num-samples {args.num_samples} must exceed the largest of --batch-sizes, "
+                     f"{max(args.batch_sizes)} (the mini-batches are drawn from the subset)")
 
+
+def _targets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[ProbeTarget]:
+    """The tasks: one custom ``--config`` stack, or the named (default: all) embedded tasks."""
     if args.config:
         if args.datasets:
             parser.error("--datasets and --config exclude each other: --config describes one custom run")
@@ -187,86 +249,10 @@ def _resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple
         missing = [str(c) for c in configs if not c.is_file()]
         if missing:
             parser.error(f"--config: no such file: {', '.join(missing)}")
-        tasks = [_Task(None, configs)]  # labelled by its dataset once the DataModule exists
-    else:
-        args.optimizer = args.optimizer or "sgd"
-        # Every stack is checked before the first task starts: a typo must not cost a task's run.
-        tasks = [_Task(d, config_stack(d, args.optimizer, "bench")) for d in (args.datasets or list(DATASETS))]
-    from .runner import ProbeSettings
-
-    settings = ProbeSettings(
-        train_steps=args.train_steps, probe_every=args.probe_every, num_batches=args.num_batches,
-        num_samples=args.num_samples, samples_per_batch=preset["samples_per_batch"], batch_size=args.batch_size,
-        sketch_dim=args.sketch_dim, mode=args.mode, num_bootstrap=args.num_bootstrap, seed=args.seed,
-        wandb=args.wandb, progress=not args.no_progress,
-    )
-    return tasks, settings
-
-
-# ------------------------------------------------------------------------------ main
-def _task_entry(outcome: Any, command: str) -> dict[str, Any]:
-    """One task's entry of summary.json: verdict, α per probe, settings, time, load."""
-    rows = outcome.summaries
-    return {
-        "heavy_tailed": bool(rows[-1].heavy_tailed),
-        "heavy_tailed_at": [s.step for s in rows if s.heavy_tailed],
-        "verdict": verdict_lines(rows)[0],
-        "probes": [
-            {"step": s.step, "alpha": s.alpha.alpha if s.alpha else None,
-             "alpha_low": s.alpha.low if s.alpha else None, "alpha_high": s.alpha.high if s.alpha else None,
-             "hill": s.hill, "kurtosis": s.kurtosis, "max_median": s.max_median,
-             "max_median_gauss_q95": s.gaussian_stats.max_median_q95, "heavy_tailed": s.heavy_tailed,
-             "time_s": round(s.time_s, 2)}
-            for s in rows
-        ],
-        "command": command,
-        "settings": outcome.settings,
-        "time": outcome.timing,
-        "load_1min": outcome.load,
-    }
-
-
-def _write_top_level(out: Path, outcomes: Sequence[Any], command: str, threads: int) -> None:
-    """summary.json, the table, the JSON lines, the trajectory and noise_report.md of ``out``.
-
-    They cover every task folder in ``out``, earlier invocations' included: a grid can
-    call the command once per task (e.g. one ``--config`` stack per real dataset) with
-    the same ``--out`` and get one report.
-    """
-    import torch
-
-    path = out / SUMMARY_FILE
-    tasks = json.loads(path.read_text(encoding="utf-8"))["tasks"] if path.is_file() else {}
-    tasks.update({o.label: _task_entry(o, command) for o in outcomes})
-    summary = {
-        "tasks": tasks,
-        "total_s": round(sum(t["time"]["total_s"] for t in tasks.values()), 1),
-        "load_1min": {"min": min(t["load_1min"]["min"] for t in tasks.values()),
-                      "max": max(t["load_1min"]["max"] for t in tasks.values())},
-        "machine": {
-            "cpu_count": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
-    }
-    summaries = [s for label in tasks if (out / label / SUMMARIES_FILE).is_file() for s in read_summaries(out / label)]
-    write_report(summaries, out, plots=False)  # the per-probe plots are in the task folders
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out / REPORT_FILE).write_text(noise_section(out), encoding="utf-8")
-
-
-def _timing_lines(outcomes: Sequence[Any], wall: float, threads: int) -> list[str]:
-    lines = []
-    for o in outcomes:
-        t, load = o.timing, o.load
-        lines.append(
-            f"  {o.label}: {t['total_s']:.0f} s (setup {t['setup_s']:.0f}, probes {t['probes_s']:.0f}, "
-            f"training {t['training_s']:.0f}, statistics/plots {t['other_s']:.0f}; CPU {t['cpu_s']:.0f} s), "
-            f"load {load['mean']:.1f} [{load['min']:.1f}-{load['max']:.1f}]"
-        )
-    lines.append(f"  total: {wall:.0f} s on {os.cpu_count()} cores, {threads} torch thread(s); load = the 1-min "
-                 "load average while the task ran (other jobs included)")
-    return lines
+        return [ProbeTarget(None, configs)]  # labelled by its dataset once the DataModule exists
+    args.optimizer = args.optimizer or "sgd"
+    # Every stack is checked before the first task starts: a typo must not cost a task's run.
+    return probe_targets(args.datasets or task_names(), args.optimizer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     parser = build_parser()
     args = parser.parse_args(argv[:split])
-    tasks, settings = _resolve(args, parser)
+    targets, settings = _resolve(args, parser)
     out = Path(args.out or f"results/noise/{time.strftime('%Y%m%d-%H%M%S')}")
 
     import torch
 
-    from .runner import run_task  # Lightning and the models: seconds to import, so not for --help
+    from .runner import (
+        run_task,  # Lightning and the models: seconds to import, so not for --help
+    )
 
     previous_threads = torch.get_num_threads()
     if args.threads:
@@ -299,19 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     outcomes = []
     try:
-        for task in tasks:
-            outcome = run_task(task.configs, out, settings, label=task.label, extra=argv[split + 1 :])
+        for target in targets:
+            outcome = run_task(target.configs, out, settings, label=target.label, extra=argv[split + 1 :],
+                               batch_sizes=target.batch_sizes)
             outcomes.append(outcome)
             if outcome.global_zero:
-                line = verdict_lines(outcome.summaries)[0] if outcome.summaries else f"{outcome.label}: no probe succeeded"
-                print(f"{line} [{outcome.timing['total_s']:.0f} s]", flush=True)
+                lines = verdict_lines(outcome.summaries) or [f"{outcome.label}: no probe succeeded"]
+                print("\n".join(lines[:-1] + [f"{lines[-1]} [{outcome.timing['total_s']:.0f} s]"]), flush=True)
     finally:
         torch.set_num_threads(previous_threads)  # main() may run inside a longer process (tests)
         # Also after a failed task: what finished is reported.
         done = [o for o in outcomes if o.global_zero and o.summaries]
         wall = time.monotonic() - start
         if done:
-            _write_top_level(out, done, shlex.join(["python", "-m", "benchmark", "noise", *argv]), threads)
+            write_top_level(out, done, shlex.join(["python", "-m", "benchmark", "noise", *argv]), threads)
     if not outcomes[-1].global_zero:
         return 0  # the other ranks of a DDP run: rank 0 reports
     if not done:
@@ -319,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print((out / TABLE_FILE).read_text(encoding="utf-8").rstrip())
-    print("\nper task (verdict at the last probe; α at each probe):")
+    print("\nper task and batch size (verdict at the last probe; α at each probe):")
     print("\n".join("  " + line for o in done for line in verdict_lines(o.summaries)))
     print("\ntime:")
-    print("\n".join(_timing_lines(done, wall, threads)))
-    print(f"\nwrote {out}/: {REPORT_FILE}, {TABLE_FILE}, {SUMMARIES_FILE}, alpha_trajectory.png, {SUMMARY_FILE}, "
+    print("\n".join(timing_lines(done, wall, threads)))
+    print(f"\nwrote {out}/: {REPORT_FILE}, {TABLE_FILE}, {CSV_FILE}, {SUMMARIES_FILE}, alpha_trajectory.png, {SUMMARY_FILE}, "
           "<task>/ (histogram and QQ plot per probe)")
     return 0

@@ -52,6 +52,12 @@ Formulation chosen here, and why (measured numbers are in the tests and the READ
   above 2 is sampling error or sub-Gaussian dependence, not a lighter tail. The unclipped
   value is kept in :class:`AlphaEstimate`.
 
+Layout: this module holds the estimator on noise vectors (:func:`alpha_estimate`,
+:func:`alpha_estimate_with_ci`); :mod:`.stable_core` the result type, the block-size
+rule and the bootstrap-t interval they share with the streamed-block form
+(:mod:`.block_estimators`); :mod:`.tails` the Hill index, kurtosis and max/median. All
+are re-exported here.
+
 References:
     Mohammadi, Mohammadpour, Ogata. On estimating the tail index and the spectral measure
     of multivariate α-stable distributions. Metrika 78 (2015), 549-561.
@@ -64,13 +70,24 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .block_estimators import alpha_from_blocks, alpha_from_blocks_with_ci
+from .stable_core import (
+    ALPHA_MAX,
+    AlphaEstimate,
+    check_interval_settings,
+    clip_alpha,
+    default_block_size,
+    studentized_interval,
+)
+from .tails import excess_kurtosis, hill_estimator, max_median_ratio
+
 __all__ = [
+    "ALPHA_MAX",
     "AlphaEstimate",
     "alpha_estimate",
     "alpha_estimate_with_ci",
@@ -81,55 +98,6 @@ __all__ = [
     "hill_estimator",
     "max_median_ratio",
 ]
-
-#: α of the Gaussian, the upper end of the stable family.
-ALPHA_MAX = 2.0
-
-
-@dataclass(frozen=True)
-class AlphaEstimate:
-    """A tail-index estimate with its bootstrap interval.
-
-    Attributes:
-        alpha: the point estimate, clipped to (0, 2].
-        low, high: the studentized block-bootstrap interval at ``confidence``, clipped
-            to (0, 2] (see :func:`alpha_estimate_with_ci` for its measured coverage).
-        confidence: the interval's nominal level.
-        raw: the unclipped 1 / (1/α̂); ``inf`` when the block sums did not grow at all.
-        block_size: m.
-        num_samples: N, the number of noise vectors used.
-        num_partitions: R, the random partitions averaged in the point estimate.
-        by_block_size: α̂ at other block sizes (m -> α̂). A stable law gives the same α
-            at every m; a trend with m says the noise is not stable (only in its domain
-            of attraction, or a mixture) and the estimate depends on the scale probed.
-        centered: whether the samples were centred on their mean (``center=True``).
-    """
-
-    alpha: float
-    low: float
-    high: float
-    confidence: float
-    raw: float
-    block_size: int
-    num_samples: int
-    num_partitions: int
-    by_block_size: dict[int, float] = field(default_factory=dict)
-    centered: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (block sizes become string keys)."""
-        d = asdict(self)
-        d["by_block_size"] = {str(k): v for k, v in self.by_block_size.items()}
-        return d
-
-
-def default_block_size(num_samples: int) -> int:
-    """The block size m used when none is given: ``clamp(N // 10, 2, 10)``.
-
-    Near-optimal variance for stable noise (minimum near m = e²) while keeping at least
-    10 blocks, which the bootstrap interval needs (N = 50 mini-batches give m = 5).
-    """
-    return max(2, min(10, max(num_samples, 0) // 10))
 
 
 def _as_samples(samples: Tensor | Any, center: bool = False) -> Tensor:
@@ -161,12 +129,6 @@ def _log_norms(x: Tensor) -> Tensor:
     return norms.log()
 
 
-def _clip_alpha(inv: float) -> tuple[float, float]:
-    """(clipped α, raw α) from 1/α̂."""
-    raw = math.inf if inv <= 0 else 1.0 / inv
-    return min(raw, ALPHA_MAX), raw
-
-
 def _centered_log_gap(alpha: float, m: int, n_samples: int) -> float:
     """E log‖Y_c‖ − E log‖X_c‖ for strictly α-stable vectors centred on their sample mean.
 
@@ -186,7 +148,7 @@ def _centered_log_gap(alpha: float, m: int, n_samples: int) -> float:
 def _theta_to_alpha(theta: float, m: int, n_samples: int, centered: bool) -> tuple[float, float]:
     """(clipped α, raw α) from θ = E log‖Y‖ − E log‖X‖ (estimated)."""
     if not centered:
-        return _clip_alpha(theta / math.log(m))
+        return clip_alpha(theta / math.log(m))
     # Centring needs a mean (α > 1): α <= 1 is reported as 1, and α > 8 as ∞.
     lo, hi = 1.0, 8.0
     if theta >= _centered_log_gap(lo, m, n_samples):
@@ -213,6 +175,17 @@ def _log_gap(x: Tensor, log_x: Tensor, m: int, num_partitions: int, gen: torch.G
     for _ in range(num_partitions - 1):
         ly.append(_partition_log_norm(x, m, torch.randperm(x.shape[0], generator=gen)).mean())
     return float(torch.stack(ly).mean() - log_x.mean())
+
+
+
+def _prepared(samples: Tensor | Any, block_size: int | None, center: bool, num_partitions: int) -> tuple[Tensor, int]:
+    """The checked float64 samples (centred if asked) and the block size m."""
+    x = _as_samples(samples, center)
+    m = default_block_size(x.shape[0]) if block_size is None else int(block_size)
+    _check_block_size(x.shape[0], m)
+    if num_partitions < 1:
+        raise ValueError(f"Invalid num_partitions: {num_partitions} (must be >= 1)")
+    return x, m
 
 
 def alpha_estimate(
@@ -253,14 +226,11 @@ def alpha_estimate(
         Mohammadi, Mohammadpour, Ogata, Metrika 2015 (Corollary 2.4).
         Simsekli, Sagun, Gürbüzbalaban, ICML 2019.
     """
-    x = _as_samples(samples, center)
-    m = default_block_size(x.shape[0]) if block_size is None else int(block_size)
-    _check_block_size(x.shape[0], m)
-    if num_partitions < 1:
-        raise ValueError(f"Invalid num_partitions: {num_partitions} (must be >= 1)")
+    x, m = _prepared(samples, block_size, center, num_partitions)
     gen = torch.Generator().manual_seed(seed)
     theta = _log_gap(x, _log_norms(x), m, num_partitions, gen)
     return _theta_to_alpha(theta, m, x.shape[0], center)[0]
+
 
 
 def alpha_estimate_with_ci(
@@ -317,37 +287,15 @@ def alpha_estimate_with_ci(
         Mohammadi, Mohammadpour, Ogata, Metrika 2015. Efron, Tibshirani. An Introduction
         to the Bootstrap, 1993 (bootstrap-t, ch. 12; block resampling, ch. 8).
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"Invalid confidence: {confidence} (must be in (0, 1))")
-    if num_bootstrap < 10:
-        raise ValueError(f"Invalid num_bootstrap: {num_bootstrap} (must be >= 10)")
-    x = _as_samples(samples, center)
+    check_interval_settings(num_bootstrap, confidence)
+    x, m = _prepared(samples, block_size, center, num_partitions)
     n_samples = x.shape[0]
-    m = default_block_size(n_samples) if block_size is None else int(block_size)
-    _check_block_size(n_samples, m)
-    if num_partitions < 1:
-        raise ValueError(f"Invalid num_partitions: {num_partitions} (must be >= 1)")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # one stream, in this order: partitions, bootstrap, other m
     log_x = _log_norms(x)
     theta = _log_gap(x, log_x, m, num_partitions, gen)
     alpha, raw = _theta_to_alpha(theta, m, n_samples, center)
-
-    n = n_samples // m
-
-    def draw_z() -> Tensor:
-        blocks = torch.randperm(n_samples, generator=gen)[: n * m].reshape(n, m)
-        return _log_norms(x[blocks].sum(1)) - log_x[blocks].mean(1)
-
-    theta_lo, theta_hi = _studentized_interval(theta, draw_z, num_bootstrap, confidence, gen)
-    # α decreases in θ: the upper bound on θ gives the lower bound on α.
-    low = _theta_to_alpha(theta_hi, m, n_samples, center)[0]
-    high = _theta_to_alpha(theta_lo, m, n_samples, center)[0]
-
-    by_m = {}
-    for mm in other_block_sizes:
-        if mm != m and mm >= 2 and n_samples >= 4 * mm:
-            gap = _log_gap(x, log_x, mm, num_partitions, gen)
-            by_m[mm] = _theta_to_alpha(gap, mm, n_samples, center)[0]
+    low, high = _bootstrap_alpha_interval(x, log_x, m, theta, center, num_bootstrap, confidence, gen)
+    by_m = _alpha_by_block_size(x, log_x, m, other_block_sizes, num_partitions, center, gen)
     return AlphaEstimate(
         alpha=alpha,
         low=min(low, alpha),  # a bootstrap interval need not contain the averaged estimate
@@ -362,199 +310,45 @@ def alpha_estimate_with_ci(
     )
 
 
-def _studentized_interval(
+def _bootstrap_alpha_interval(
+    x: Tensor,
+    log_x: Tensor,
+    m: int,
     theta: float,
-    draw_z: Any,
+    center: bool,
     num_bootstrap: int,
     confidence: float,
     gen: torch.Generator,
 ) -> tuple[float, float]:
-    """Bootstrap-t interval (lower, upper) for θ = E z from per-block contributions z.
+    """(low, high) of α: the bootstrap-t interval of θ over fresh random partitions, mapped to α."""
+    n_samples = x.shape[0]
+    n = n_samples // m
 
-    ``draw_z()`` returns the n block contributions ``z_i = log‖Y_i‖ − mean_j log‖X_ij‖``
-    of one partition (a fresh random one, or the fixed one of streamed blocks); ``theta``
-    is the point estimate of E z. Studentized rather than percentile: the spread of z is
-    small exactly in the samples that missed the tail (α̂ too high, interval too narrow),
-    which a percentile interval cannot see; dividing by each replicate's own standard
-    error corrects most of it.
-    """
-    t_stars = torch.full((num_bootstrap,), math.nan, dtype=torch.float64)
-    ses = torch.empty(num_bootstrap, dtype=torch.float64)
-    for b in range(num_bootstrap):
-        z = draw_z()
-        n = z.numel()
-        ses[b] = z.std() / math.sqrt(n)
-        zs = z[torch.randint(n, (n,), generator=gen)]
-        se_star = float(zs.std()) / math.sqrt(n)
-        if se_star > 0:  # all n draws hit one block: no spread, no t-statistic
-            t_stars[b] = (float(zs.mean()) - float(z.mean())) / se_star
-    if torch.isnan(t_stars).all():  # every block identical: no sampling spread to report
-        return theta, theta
-    tail = (1.0 - confidence) / 2.0
-    t_lo, t_hi = torch.nanquantile(t_stars, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
-    se = float(ses.mean())  # single-partition standard error: conservative for an average
-    return theta - t_hi * se, theta - t_lo * se
+    def draw_z() -> Tensor:
+        blocks = torch.randperm(n_samples, generator=gen)[: n * m].reshape(n, m)
+        return _log_norms(x[blocks].sum(1)) - log_x[blocks].mean(1)
+
+    theta_lo, theta_hi = studentized_interval(theta, draw_z, num_bootstrap, confidence, gen)
+    # α decreases in θ: the upper bound on θ gives the lower bound on α.
+    low = _theta_to_alpha(theta_hi, m, n_samples, center)[0]
+    high = _theta_to_alpha(theta_lo, m, n_samples, center)[0]
+    return low, high
 
 
-def _check_blocks(block_norms: Tensor, member_norms: Tensor) -> tuple[Tensor, Tensor]:
-    y = torch.as_tensor(block_norms, dtype=torch.float64).detach().cpu()
-    x = torch.as_tensor(member_norms, dtype=torch.float64).detach().cpu()
-    if y.dim() != 1 or x.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"Invalid shapes: block_norms {tuple(y.shape)}, member_norms {tuple(x.shape)} "
-            "(must be (n,) and (n, m))"
-        )
-    if x.shape[1] < 2 or y.shape[0] < 2:
-        raise ValueError(f"Invalid blocks: {y.shape[0]} blocks of {x.shape[1]} (need >= 2 of >= 2)")
-    if not (torch.isfinite(x).all() and torch.isfinite(y).all() and (x > 0).all() and (y > 0).all()):
-        raise ValueError("Invalid norms: they must be finite and > 0")
-    return y, x
-
-
-def alpha_from_blocks(block_norms: Tensor, member_norms: Tensor) -> float:
-    """The published estimator from norms already summed by the caller (streaming form).
-
-    :class:`~benchmark.noise.probe.GradientNoiseProbe` keeps one running block sum of
-    full-dimensional noise vectors and records ``‖Y_i‖`` when a block of m is complete,
-    so the estimator runs in full dimension without storing any vector (one fixed
-    partition: no averaging over partitions is possible).
-
-    Args:
-        block_norms: ``(n,)`` the norms ‖Y_i‖ of the block sums.
-        member_norms: ``(n, m)`` the norms ‖X_j‖ of each block's members.
-
-    Returns:
-        α̂ in (0, 2].
-
-    Raises:
-        ValueError: for mismatched shapes, ``m < 2``, fewer than 2 blocks, non-positive
-            or non-finite norms.
-
-    References:
-        Mohammadi, Mohammadpour, Ogata, Metrika 2015.
-    """
-    y, x = _check_blocks(block_norms, member_norms)
-    return _clip_alpha(float((y.log().mean() - x.log().mean()) / math.log(x.shape[1])))[0]
-
-
-def alpha_from_blocks_with_ci(
-    block_norms: Tensor,
-    member_norms: Tensor,
-    *,
-    num_bootstrap: int = 200,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> AlphaEstimate:
-    """:func:`alpha_from_blocks` with the bootstrap-t interval over its fixed blocks.
-
-    Args:
-        block_norms, member_norms: as :func:`alpha_from_blocks`.
-        num_bootstrap, confidence, seed: as :func:`alpha_estimate_with_ci`.
-
-    Returns:
-        An :class:`AlphaEstimate` (``num_partitions`` 1, no other block sizes).
-
-    Raises:
-        ValueError: as :func:`alpha_from_blocks` and :func:`alpha_estimate_with_ci`.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"Invalid confidence: {confidence} (must be in (0, 1))")
-    if num_bootstrap < 10:
-        raise ValueError(f"Invalid num_bootstrap: {num_bootstrap} (must be >= 10)")
-    y, x = _check_blocks(block_norms, member_norms)
-    m = x.shape[1]
-    z = y.log() - x.log().mean(1)
-    alpha, raw = _clip_alpha(float(z.mean()) / math.log(m))
-    gen = torch.Generator().manual_seed(seed)
-    theta_lo, theta_hi = _studentized_interval(float(z.mean()), lambda: z, num_bootstrap, confidence, gen)
-    low, high = _clip_alpha(theta_hi / math.log(m))[0], _clip_alpha(theta_lo / math.log(m))[0]
-    return AlphaEstimate(
-        alpha=alpha,
-        low=min(low, alpha),
-        high=max(high, alpha),
-        confidence=confidence,
-        raw=raw,
-        block_size=m,
-        num_samples=x.numel(),
-        num_partitions=1,
-    )
-
-
-def hill_estimator(norms: Tensor, k: int | None = None) -> float:
-    """The Hill estimate of the tail index of positive samples (here: noise norms).
-
-    ``α̂_H = k / Σ_{i=1..k} log(X_(i) / X_(k+1))`` with X_(1) ≥ X_(2) ≥ … the order
-    statistics. For a Pareto tail P(X > x) ∝ x^{-α} it is the maximum-likelihood estimate
-    with standard deviation about α / sqrt(k). The norm of an SαS vector has tail index α,
-    so for stable noise this estimates the same α as :func:`alpha_estimate`, from the
-    largest norms only. For Gaussian noise in high dimension the norms concentrate and
-    α̂_H is large (tens or more): compare it with the Gaussian reference of the same n and k
-    (:meth:`~benchmark.noise.reference.GaussianNormReference.statistics`), not with 2.
-
-    Args:
-        norms: ``(n,)`` positive values.
-        k: the number of upper order statistics; default ``max(2, floor(sqrt(n)))``, the
-            usual compromise (k -> ∞, k/n -> 0) between variance (small k) and the bias of
-            a tail that is only asymptotically Pareto (large k).
-
-    Returns:
-        α̂_H as a float (``inf`` if the k+1 largest values are all equal).
-
-    Raises:
-        ValueError: if the input is not 1-D, has non-positive or non-finite values, or
-            ``k`` is not in [1, n-1].
-
-    References:
-        Hill, Annals of Statistics 1975.
-    """
-    x = torch.as_tensor(norms, dtype=torch.float64).detach().cpu()
-    if x.dim() != 1 or x.numel() < 3:
-        raise ValueError(f"Invalid norms: shape {tuple(x.shape)} (must be 1-D with >= 3 values)")
-    if not (torch.isfinite(x).all() and (x > 0).all()):
-        raise ValueError("Invalid norms: they must be finite and > 0")
-    n = x.numel()
-    k = max(2, math.isqrt(n)) if k is None else int(k)
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"Invalid k: {k} (must be in [1, {n - 1}])")
-    top = torch.sort(x, descending=True).values[: k + 1].log()
-    mean_excess = float((top[:k] - top[k]).mean())
-    return math.inf if mean_excess == 0 else 1.0 / mean_excess
-
-
-def excess_kurtosis(values: Tensor) -> float:
-    """Excess kurtosis ``m4 / m2² − 3`` (plug-in moments; 0 for a Gaussian).
-
-    The plug-in estimator is biased for small n and bounded by about n; compare it with
-    the Gaussian reference evaluated at the same n, as the summary does.
-
-    Args:
-        values: ``(n,)`` samples, n >= 2.
-
-    Returns:
-        The excess kurtosis (``nan`` if all values are equal).
-
-    Raises:
-        ValueError: for a non-1-D input, fewer than 2 values or non-finite values.
-    """
-    x = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
-    if x.dim() != 1 or x.numel() < 2 or not torch.isfinite(x).all():
-        raise ValueError(f"Invalid values: shape {tuple(x.shape)} (must be 1-D, finite, n >= 2)")
-    c = x - x.mean()
-    m2 = float((c**2).mean())
-    return math.nan if m2 == 0 else float((c**4).mean()) / m2**2 - 3.0
-
-
-def max_median_ratio(norms: Tensor) -> float:
-    """``max(norms) / median(norms)``: how far the largest norm sits above the bulk.
-
-    This is the quantity a clipping level has to cover: with a threshold at the median
-    norm, the largest mini-batch gradient is scaled by 1/ratio.
-
-    Raises:
-        ValueError: for a non-1-D, empty or non-positive input.
-    """
-    x = torch.as_tensor(norms, dtype=torch.float64).detach().cpu()
-    if x.dim() != 1 or x.numel() == 0 or not (torch.isfinite(x).all() and (x > 0).all()):
-        raise ValueError("Invalid norms: must be a non-empty 1-D tensor of finite values > 0")
-    # torch.median returns the lower middle value; the usual median averages the two.
-    return float(x.max() / x.quantile(0.5))
+def _alpha_by_block_size(
+    x: Tensor,
+    log_x: Tensor,
+    m: int,
+    block_sizes: tuple[int, ...],
+    num_partitions: int,
+    center: bool,
+    gen: torch.Generator,
+) -> dict[int, float]:
+    """α̂ at the other block sizes that leave at least 4 blocks (a stable law: the same α at every m)."""
+    n_samples = x.shape[0]
+    by_m = {}
+    for mm in block_sizes:
+        if mm != m and mm >= 2 and n_samples >= 4 * mm:
+            gap = _log_gap(x, log_x, mm, num_partitions, gen)
+            by_m[mm] = _theta_to_alpha(gap, mm, n_samples, center)[0]
+    return by_m

@@ -12,8 +12,9 @@ How to read them:
 * **QQ plot**: sorted norms against the reference quantiles. On the diagonal: Gaussian.
   Bending up at the right end: heavier tail than Gaussian; the size of the last points'
   excursion is the max/median excess of the table.
-* **α over training**: the α estimate with its interval per probe; the dashed lines are
-  2 (Gaussian) and 1.9 (the heavy-tail threshold on the upper bound).
+* **α over training**: the α estimate with its interval per probe, one line per task
+  and noise batch size; the dashed lines are 2 (Gaussian) and 1.9 (the heavy-tail
+  threshold on the upper bound).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "plot_alpha_trajectory",
     "plot_norm_histogram",
     "plot_qq",
+    "plot_stem",
     "save_plots",
     "write_table",
 ]
@@ -42,7 +44,7 @@ _LOG_SCALE_RATIO = 10.0
 
 
 def _label(s: NoiseSummary) -> str:
-    parts = [s.task or "noise"]
+    parts = [s.task or "noise", f"b = {s.batch_size}"]
     if s.step is not None:
         parts.append(f"step {s.step}")
     if s.alpha is not None:
@@ -130,7 +132,7 @@ def plot_qq(summary: NoiseSummary, path: str | Path) -> Path:
 
 
 def plot_alpha_trajectory(summaries: Sequence[NoiseSummary], path: str | Path) -> Path:
-    """α with its interval against the training step, one line per task.
+    """α with its interval against the training step, one line per task and batch size.
 
     Args:
         summaries: probes with ``step`` set (others are skipped).
@@ -141,16 +143,20 @@ def plot_alpha_trajectory(summaries: Sequence[NoiseSummary], path: str | Path) -
     """
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
-    tasks: dict[str, list[NoiseSummary]] = {}
+    lines: dict[tuple[str, int], list[NoiseSummary]] = {}
     for s in summaries:
         if s.alpha is not None and s.step is not None:
-            tasks.setdefault(s.task or "noise", []).append(s)
-    for task, rows in tasks.items():
+            lines.setdefault((s.task or "noise", s.batch_size), []).append(s)
+    steps = [s.step for rows in lines.values() for s in rows]
+    span = max(steps) - min(steps) if steps else 0
+    for i, ((task, batch_size), rows) in enumerate(lines.items()):
         rows = sorted(rows, key=lambda r: r.step)
-        x = np.array([r.step for r in rows], dtype=np.float64)
+        # Lines probed at the same steps: shifted apart a little so that the intervals stay readable.
+        dodge = (i - (len(lines) - 1) / 2) * 0.012 * max(span, 1)
+        x = np.array([r.step for r in rows], dtype=np.float64) + dodge
         y = np.array([r.alpha.alpha for r in rows])
         err = np.array([[r.alpha.alpha - r.alpha.low for r in rows], [r.alpha.high - r.alpha.alpha for r in rows]])
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=task)
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{task}, b = {batch_size}")
     ax.axhline(2.0, color="gray", ls="--", lw=1, label="Gaussian (α = 2)")
     ax.axhline(ALPHA_THRESHOLD, color="tab:red", ls="--", lw=1, label=f"threshold {ALPHA_THRESHOLD}")
     ax.set_ylim(0, 2.1)
@@ -161,13 +167,24 @@ def plot_alpha_trajectory(summaries: Sequence[NoiseSummary], path: str | Path) -
     return _save(fig, path)
 
 
-def save_plots(summary: NoiseSummary, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``<task>_step<step>_hist.png`` and ``..._qq.png`` into ``out_dir``.
+def plot_stem(summary: NoiseSummary, *, with_batch_size: bool = False) -> str:
+    """``<task>_step<step>``, or ``<task>_b<B>_step<step>`` where a task is probed at several batch sizes."""
+    size = f"_b{summary.batch_size}" if with_batch_size else ""
+    return f"{summary.task or 'noise'}{size}_step{summary.step if summary.step is not None else 'na'}"
+
+
+def save_plots(summary: NoiseSummary, out_dir: str | Path, *, with_batch_size: bool = False) -> dict[str, Path]:
+    """Write ``<stem>_hist.png`` and ``<stem>_qq.png`` into ``out_dir`` (:func:`plot_stem`).
+
+    Args:
+        summary: the probe.
+        out_dir: the folder (created).
+        with_batch_size: put the batch size into the names (a task probed at several).
 
     Returns:
         ``{"hist": path, "qq": path}``.
     """
-    stem = f"{summary.task or 'noise'}_step{summary.step if summary.step is not None else 'na'}"
+    stem = plot_stem(summary, with_batch_size=with_batch_size)
     out = Path(out_dir)
     return {
         "hist": plot_norm_histogram(summary, out / f"{stem}_hist.png"),
@@ -184,19 +201,21 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
 
 
 def markdown_table(summaries: Sequence[NoiseSummary]) -> str:
-    """One row per probe: α with its interval, Hill, kurtosis, max/median, verdict.
+    """One row per probe: α with its interval, batch size, Hill, kurtosis, max/median, verdict.
 
     Columns in parentheses are the values under the Gaussian reference (same K, same tr Σ
     and tr Σ²); for max/median it is the median and, after the slash, the 95th percentile
-    that the heavy-tail rule uses.
+    that the heavy-tail rule uses. ``batch size`` is the noise mini-batch size b (the
+    tails depend on it); ``α blocks`` the full-dimensional cross-check. Rows keep the
+    order given (the command sorts them by task, batch size, step).
 
     Returns:
         A GitHub-flavoured markdown table (with a trailing newline).
     """
     head = (
-        "| task | step | K | α [95% CI] | α blocks | Hill (Gauss) | kurtosis (Gauss) "
-        "| max/median (Gauss med / q95) | heavy-tailed | time (s) |\n"
-        "|---|---:|---:|---|---:|---|---|---|---|---:|\n"
+        "| task | step | K | α [95% CI] | batch size | Hill (Gauss) | kurtosis (Gauss) "
+        "| max/median (Gauss med / q95) | heavy-tailed | α blocks | time (s) |\n"
+        "|---|---:|---:|---|---:|---|---|---|---|---:|---:|\n"
     )
     rows = []
     for s in summaries:
@@ -208,10 +227,10 @@ def markdown_table(summaries: Sequence[NoiseSummary]) -> str:
         g = s.gaussian_stats
         rows.append(
             f"| {s.task or '–'} | {'–' if s.step is None else s.step} | {s.num_batches} | {alpha} "
-            f"| {_fmt(s.alpha_blocks)} | {_fmt(s.hill, '.3g')} ({_fmt(g.hill, '.3g')}) "
+            f"| {s.batch_size} | {_fmt(s.hill, '.3g')} ({_fmt(g.hill, '.3g')}) "
             f"| {_fmt(s.kurtosis)} ({_fmt(g.kurtosis)}) "
             f"| {_fmt(s.max_median)} ({_fmt(g.max_median)} / {_fmt(g.max_median_q95)}) "
-            f"| {'yes' if s.heavy_tailed else 'no'} | {s.time_s:.1f} |"
+            f"| {'yes' if s.heavy_tailed else 'no'} | {_fmt(s.alpha_blocks)} | {s.time_s:.1f} |"
         )
     return head + "\n".join(rows) + ("\n" if rows else "")
 

@@ -63,24 +63,49 @@ References:
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Iterator
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .estimators import default_block_size
-from .result import ProbeResult, count_sketch, sketch_index
+from .result import ProbeResult
+from .runtime import (
+    all_gather_cat,
+    distributed,
+    index_loader,
+    now,
+    preserved,
+    rank_world,
+    seed_device,
+    to_device,
+)
+from .stream import NoiseStream
 
 __all__ = ["GradientNoiseProbe", "ProbeResult"]
 
 _MODES = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The sizes and placement of one probe run (checked before any gradient is taken)."""
+
+    params: list[Tensor]
+    batch_size: int  # b
+    subset: int  # samples in the probe subset
+    device: torch.device
+    rank: int
+    world: int
+    k_local: int  # noise batches of this rank
+    block_size: int  # m
+    num_params: int  # D
+    transfer: Callable[[Any], Any]
 
 
 class GradientNoiseProbe:
@@ -166,7 +191,7 @@ class GradientNoiseProbe:
         self.process_group = process_group
         self.on_batch = on_batch
 
-    # ------------------------------------------------------------------ public
+
     def run(self, loader: DataLoader, *, seed: int | None = None) -> ProbeResult:
         """Probe at the model's current parameters.
 
@@ -186,123 +211,120 @@ class GradientNoiseProbe:
             FloatingPointError: if a gradient was not finite.
         """
         seed = self.seed if seed is None else int(seed)
+        plan = self._plan(loader)
+        t0 = now(plan.device)
+        with preserved(self.model, plan.device, train=self.mode == "train"):
+            seed_device(plan.device, seed + plan.rank)
+            cur = torch.empty(plan.num_params, dtype=self.dtype, device=plan.device)  # one scratch for both passes
+            full = self._full_gradient(loader, plan, seed, cur)
+            t1 = now(plan.device)
+            stream, draws = self._noise_pass(loader, plan, seed, full, cur)
+            state_bytes = stream.state_bytes() + 2 * full.numel() * full.element_size()  # + full, current noise
+            stream.gather(self.process_group)
+            drawn = torch.tensor(draws, dtype=torch.int64, device=plan.device)
+            if distributed():
+                drawn = all_gather_cat(drawn, self.process_group)
+            full_norm = float(torch.linalg.vector_norm(full, dtype=torch.float64))
+            stream.release()
+            del full, cur  # free before the host copies
+        t2 = now(plan.device)
+        return self._result(plan, stream, drawn, full_norm=full_norm, state_bytes=state_bytes, times=(t0, t1, t2))
+
+    # ------------------------------------------------------------------ phases
+    def _plan(self, loader: DataLoader) -> _Plan:
+        """Check the model, the batch size and the subset; the sizes of this rank's share."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("Invalid model: it has no parameter with requires_grad=True")
         b = self.batch_size or loader.batch_size
         if not b:
             raise ValueError("Invalid batch_size: the loader has none; pass batch_size=")
-        dataset = loader.dataset
-        subset = len(dataset)  # type: ignore[arg-type]
+        subset = len(loader.dataset)  # type: ignore[arg-type]
         if subset <= b:
             raise ValueError(f"Invalid subset: {subset} samples for batches of {b} (need more than b)")
         device = params[0].device
-        rank, world = _rank_world(self.process_group)
+        rank, world = rank_world(self.process_group)
         k_local = -(-self.num_batches // world)
-        m = self.block_size or default_block_size(k_local)
-        d = sum(p.numel() for p in params)
-        transfer = self.transfer or (lambda batch: _to_device(batch, device))
+        return _Plan(
+            params=params, batch_size=b, subset=subset, device=device, rank=rank, world=world, k_local=k_local,
+            block_size=self.block_size or default_block_size(k_local), num_params=sum(p.numel() for p in params),
+            transfer=self.transfer or (lambda batch: to_device(batch, device)),
+        )
 
-        t0 = _now(device)
-        with _preserved(self.model, device, train=self.mode == "train"):
-            _seed_device(device, seed + rank)
-            full = torch.zeros(d, dtype=self.dtype, device=device)
-            cur = torch.empty(d, dtype=self.dtype, device=device)
+    def _full_gradient(self, loader: DataLoader, plan: _Plan, seed: int, cur: Tensor) -> Tensor:
+        """∇f(x): every W-th batch of a fixed partition of the subset, weighted by size, all-reduced."""
+        b = plan.batch_size
+        full = torch.zeros(plan.num_params, dtype=self.dtype, device=plan.device)
+        partition = [list(range(i, min(i + b, plan.subset))) for i in range(0, plan.subset, b)]
+        mine = partition[plan.rank :: plan.world]
+        weight = 0
+        for i, (idx, batch) in enumerate(zip(mine, index_loader(loader, mine, seed))):
+            self._gradient(plan.transfer(batch), plan.params, cur)
+            full.add_(cur, alpha=len(idx))
+            weight += len(idx)
+            if self.on_batch is not None:
+                self.on_batch("full", i + 1, len(mine))
+        total = torch.tensor([float(weight)], dtype=torch.float64, device=plan.device)
+        if distributed():
+            dist.all_reduce(full, group=self.process_group)
+            dist.all_reduce(total, group=self.process_group)
+        return full.div_(float(total))
 
-            # (a) full gradient: every W-th batch of a fixed partition, weighted by size.
-            partition = [list(range(i, min(i + b, subset))) for i in range(0, subset, b)]
-            weight = 0
-            mine = partition[rank::world]
-            for i, (idx, batch) in enumerate(zip(mine, _loader(loader, mine, seed))):
-                self._gradient(transfer(batch), params, cur)
-                full.add_(cur, alpha=len(idx))
-                weight += len(idx)
-                if self.on_batch is not None:
-                    self.on_batch("full", i + 1, len(mine))
-            total = torch.tensor([float(weight)], dtype=torch.float64, device=device)
-            if _distributed():
-                dist.all_reduce(full, group=self.process_group)
-                dist.all_reduce(total, group=self.process_group)
-            full.div_(float(total))
-            t1 = _now(device)
+    def _noise_pass(
+        self, loader: DataLoader, plan: _Plan, seed: int, full: Tensor, cur: Tensor
+    ) -> tuple[NoiseStream, list[list[int]]]:
+        """K iid mini-batches (b distinct indices each) from the subset, streamed; the stream and the draws."""
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + plan.rank)
+        draws = [torch.randperm(plan.subset, generator=gen)[: plan.batch_size].tolist() for _ in range(plan.k_local)]
+        stream = NoiseStream(
+            plan.k_local, plan.block_size, plan.num_params, sketch_dim=self.sketch_dim,
+            sketch_seed=self.sketch_seed, dtype=self.dtype, device=plan.device,
+        )
+        for t, batch in enumerate(index_loader(loader, draws, seed)):
+            self._gradient(plan.transfer(batch), plan.params, cur)
+            cur = stream.add(t, cur.sub_(full))
+            if self.on_batch is not None:
+                self.on_batch("noise", t + 1, plan.k_local)
+        return stream, draws
 
-            # (b) K iid mini-batches from the same subset, streamed.
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + rank)
-            draws = [torch.randperm(subset, generator=gen)[:b].tolist() for _ in range(k_local)]
-            prev = torch.empty_like(cur)
-            diff = torch.empty_like(cur)  # u_{j-1} = ξ_{2j-2} − ξ_{2j-1}
-            block = torch.zeros_like(cur)
-            norms = torch.zeros(k_local, dtype=torch.float64, device=device)
-            n_blocks = k_local // m
-            block_norms = torch.zeros(n_blocks, dtype=torch.float64, device=device)
-            pair_sum = torch.zeros(1, dtype=torch.float64, device=device)
-            p = self.sketch_dim
-            sketches = torch.zeros(k_local, p, dtype=self.dtype, device=device) if p else None
-            index = sketch_index(d, p, self.sketch_seed, device) if p else None
-            bins = torch.zeros(2 * p, dtype=self.dtype, device=device) if p else None
-            for t, batch in enumerate(_loader(loader, draws, seed)):
-                self._gradient(transfer(batch), params, cur)
-                cur.sub_(full)
-                norms[t] = torch.linalg.vector_norm(cur, dtype=torch.float64)
-                if p:
-                    sketches[t] = count_sketch(cur, index, p, bins)
-                if t % 2 == 1:
-                    if t >= 3:  # (u_{j-1}·u_j)² with u_j = prev − cur, never materialised
-                        pair_sum += (torch.dot(prev, diff) - torch.dot(cur, diff)).double() ** 2
-                    torch.sub(prev, cur, out=diff)
-                if t < n_blocks * m:
-                    block.add_(cur)
-                    if (t + 1) % m == 0:
-                        block_norms[t // m] = torch.linalg.vector_norm(block, dtype=torch.float64)
-                        block.zero_()
-                prev, cur = cur, prev  # keep ξ_t for the next pair without a copy
-                if self.on_batch is not None:
-                    self.on_batch("noise", t + 1, k_local)
-            state_bytes = sum(
-                t.numel() * t.element_size()
-                for t in (full, cur, prev, diff, block, norms, block_norms, sketches, index, bins)
-                if t is not None
-            )
-            pairs = torch.tensor([float(max(k_local // 2 - 1, 0))], dtype=torch.float64, device=device)
-            if _distributed():
-                dist.all_reduce(pair_sum, group=self.process_group)
-                dist.all_reduce(pairs, group=self.process_group)
-                norms = _all_gather_cat(norms, self.process_group)
-                block_norms = _all_gather_cat(block_norms, self.process_group)
-                if sketches is not None:
-                    sketches = _all_gather_cat(sketches, self.process_group)
-            drawn = torch.tensor(draws, dtype=torch.int64, device=device)
-            if _distributed():
-                drawn = _all_gather_cat(drawn, self.process_group)
-            full_norm = torch.linalg.vector_norm(full, dtype=torch.float64)
-            del full, cur, prev, diff, block, index, bins  # free before the host copies
-        t2 = _now(device)
-
-        norms_h = norms.cpu()
-        if not torch.isfinite(norms_h).all():
+    def _result(
+        self,
+        plan: _Plan,
+        stream: NoiseStream,
+        drawn: Tensor,
+        *,
+        full_norm: float,
+        state_bytes: int,
+        times: tuple[float, float, float],
+    ) -> ProbeResult:
+        """Host copies, the finiteness check and, under DDP, the samples back in single-process order."""
+        norms = stream.norms.cpu()
+        if not torch.isfinite(norms).all():
             raise FloatingPointError("GradientNoiseProbe: a gradient was not finite (NaN/inf loss?)")
         drawn = drawn.cpu()
-        sketches_h = None if sketches is None else sketches.to("cpu", torch.float64)
-        if world > 1:
+        sketches = None if stream.sketches is None else stream.sketches.to("cpu", torch.float64)
+        if plan.world > 1:
             # Each rank's blocks are consecutive within its own K/W samples and the block
             # norms arrive in rank order: put every rank's block members first, in rank
             # order, so that block j is norms[j*m:(j+1)*m] as in the single-process case.
-            ranks = torch.arange(world * k_local).reshape(world, k_local)
-            order = torch.cat([ranks[:, : n_blocks * m].reshape(-1), ranks[:, n_blocks * m :].reshape(-1)])
-            norms_h, drawn = norms_h[order], drawn[order]
-            if sketches_h is not None:
-                sketches_h = sketches_h[order]
+            used = stream.num_blocks * plan.block_size
+            ranks = torch.arange(plan.world * plan.k_local).reshape(plan.world, plan.k_local)
+            order = torch.cat([ranks[:, :used].reshape(-1), ranks[:, used:].reshape(-1)])
+            norms, drawn = norms[order], drawn[order]
+            if sketches is not None:
+                sketches = sketches[order]
+        t0, t1, t2 = times
         return ProbeResult(
-            norms=norms_h,
-            sketches=sketches_h,
-            block_norms=block_norms.cpu(),
-            block_size=m,
-            trace_sq=float(pair_sum / pairs) / 4.0 if float(pairs) > 0 else None,  # u has covariance 2Σ
-            full_grad_norm=float(full_norm),
-            num_params=d,
-            batch_size=b,
-            subset_size=subset,
-            world_size=world,
+            norms=norms,
+            sketches=sketches,
+            block_norms=stream.block_norms.cpu(),
+            block_size=plan.block_size,
+            trace_sq=stream.trace_sq,
+            full_grad_norm=full_norm,
+            num_params=plan.num_params,
+            batch_size=plan.batch_size,
+            subset_size=plan.subset,
+            world_size=plan.world,
             time_full_s=t1 - t0,
             time_noise_s=t2 - t1,
             time_s=t2 - t0,
@@ -327,83 +349,3 @@ class GradientNoiseProbe:
             else:
                 out[offset : offset + n].copy_(g.reshape(-1))
             offset += n
-
-
-# ---------------------------------------------------------------------- helpers
-def _loader(like: DataLoader, batches: list[list[int]], seed: int) -> DataLoader:
-    """A DataLoader over given index lists, with ``like``'s dataset, collation and workers."""
-    return DataLoader(
-        like.dataset,
-        batch_sampler=batches,
-        collate_fn=like.collate_fn,
-        num_workers=like.num_workers,
-        pin_memory=like.pin_memory,
-        worker_init_fn=like.worker_init_fn,
-        multiprocessing_context=like.multiprocessing_context if like.num_workers else None,
-        # Worker seeds come from this generator, not from the global RNG.
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return type(batch)({k: _to_device(v, device) for k, v in batch.items()})  # type: ignore[call-arg]
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank_world(group: Any) -> tuple[int, int]:
-    if _distributed():
-        return dist.get_rank(group), dist.get_world_size(group)
-    return 0, 1
-
-
-def _all_gather_cat(t: Tensor, group: Any) -> Tensor:
-    """Concatenate every rank's ``t`` (same shape on all ranks) along dim 0, rank order."""
-    out = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(out, t.contiguous(), group=group)
-    return torch.cat(out)
-
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # time the work, not the kernel launches
-    return time.perf_counter()
-
-
-def _seed_device(device: torch.device, seed: int) -> None:
-    """Seed the CPU generator and the model's device only (both are forked by _preserved)."""
-    torch.random.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
-
-
-@contextmanager
-def _preserved(model: nn.Module, device: torch.device, *, train: bool) -> Iterator[None]:
-    """Set the probe's mode; afterwards restore modes, buffers and every RNG state."""
-    modes = [(mod, mod.training) for mod in model.modules()]
-    buffers = [(buf, buf.detach().clone()) for buf in model.buffers()]
-    py_state, np_state = random.getstate(), np.random.get_state()
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda), torch.enable_grad():
-            model.train(train)
-            yield
-    finally:
-        with torch.no_grad():
-            for buf, saved in buffers:
-                buf.copy_(saved)
-        for mod, mode in modes:
-            mod.training = mode  # per module: a model may mix modes (frozen BatchNorm)
-        random.setstate(py_state)
-        np.random.set_state(np_state)

@@ -8,9 +8,13 @@ Layout of a results folder (``out_dir``)::
 
     noise_summaries.jsonl       one NoiseSummary per line (every field, norms included)
     noise_table.md              the table and the heavy-tail rule
+    noise_table.csv             the table's numbers, one row per (task, batch size, step)
     alpha_trajectory.png        α with its interval against the step, one line per task
+                                and batch size
     <task>_step<step>_hist.png  histogram of the noise norms + Gaussian reference
-    <task>_step<step>_qq.png    QQ plot against the Gaussian reference
+    <task>_step<step>_qq.png    QQ plot against the Gaussian reference (both named
+                                <task>_b<B>_step<step>_... for a task probed at several
+                                batch sizes)
 
 The command puts the per-probe plots into ``<task>/`` subfolders and adds
 ``summary.json`` (settings, timing, load) and ``noise_report.md`` (:func:`noise_section`).
@@ -18,9 +22,10 @@ The command puts the per-probe plots into ``<task>/`` subfolders and adds
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +33,24 @@ from .plots import plot_alpha_trajectory, save_plots, write_table
 from .summary import ALPHA_THRESHOLD, NoiseSummary
 
 __all__ = [
+    "CSV_FILE",
     "REPORT_FILE",
     "SUMMARIES_FILE",
     "SUMMARY_FILE",
     "TABLE_FILE",
     "TRAJECTORY_FILE",
     "find_noise_results",
+    "multi_batch_tasks",
     "noise_section",
     "read_summaries",
     "verdict_lines",
+    "write_csv",
     "write_report",
 ]
 
 SUMMARIES_FILE = "noise_summaries.jsonl"
 TABLE_FILE = "noise_table.md"
+CSV_FILE = "noise_table.csv"
 TRAJECTORY_FILE = "alpha_trajectory.png"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "noise_report.md"
@@ -56,20 +65,57 @@ def write_report(summaries: Sequence[NoiseSummary], out_dir: str | Path, *, plot
         plots: also write the histogram and QQ plot of every probe.
 
     Returns:
-        ``{"summaries": ..., "table": ..., "trajectory": ...}`` paths.
+        ``{"summaries": ..., "table": ..., "csv": ..., "trajectory": ...}`` paths.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / SUMMARIES_FILE
     jsonl.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in summaries), encoding="utf-8")
     if plots:
+        tagged = multi_batch_tasks(summaries)
         for s in summaries:
-            save_plots(s, out)
+            save_plots(s, out, with_batch_size=s.task in tagged)
     return {
         "summaries": jsonl,
         "table": write_table(summaries, out / TABLE_FILE),
+        "csv": write_csv(summaries, out / CSV_FILE),
         "trajectory": plot_alpha_trajectory(summaries, out / TRAJECTORY_FILE),
     }
+
+
+#: The columns of ``noise_table.csv``: the key (task, batch size, step), then the numbers.
+CSV_COLUMNS = (
+    "task", "batch_size", "step", "num_batches", "subset_size", "alpha", "alpha_low", "alpha_high",
+    "alpha_source", "alpha_blocks", "hill", "hill_gauss", "kurtosis", "kurtosis_gauss", "max_median",
+    "max_median_gauss", "max_median_gauss_q95", "noise_to_gradient", "heavy_tailed", "time_s",
+)
+
+
+def write_csv(summaries: Iterable[NoiseSummary], path: str | Path) -> Path:
+    """One row per probe with :data:`CSV_COLUMNS` (empty cells for a missing α); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for s in summaries:
+            a, g = s.alpha, s.gaussian_stats
+            writer.writerow([
+                s.task, s.batch_size, s.step, s.num_batches, s.subset_size,
+                *((a.alpha, a.low, a.high) if a else ("", "", "")), s.alpha_source,
+                "" if s.alpha_blocks is None else s.alpha_blocks, s.hill, g.hill, s.kurtosis, g.kurtosis,
+                s.max_median, g.max_median, g.max_median_q95, s.noise_to_gradient, s.heavy_tailed,
+                round(s.time_s, 2),
+            ])
+    return path
+
+
+def multi_batch_tasks(summaries: Iterable[NoiseSummary]) -> set[str | None]:
+    """The tasks probed at more than one batch size (their file names carry the size)."""
+    sizes: dict[str | None, set[int]] = {}
+    for s in summaries:
+        sizes.setdefault(s.task, set()).add(s.batch_size)
+    return {task for task, seen in sizes.items() if len(seen) > 1}
 
 
 def read_summaries(path: str | Path) -> list[NoiseSummary]:
@@ -86,21 +132,24 @@ def read_summaries(path: str | Path) -> list[NoiseSummary]:
 
 
 def verdict_lines(summaries: Sequence[NoiseSummary]) -> list[str]:
-    """One line per task: the verdict at its last probe and how α moved.
+    """One line per task and batch size: the verdict at the last probe and how α moved.
 
-    Example: ``resnet18: heavy-tailed: yes at step 200 (α 1.52 [1.31, 1.78]); α 1.98 → 1.52
-    over steps 0 → 200``.
+    Example: ``resnet18: heavy-tailed: yes at step 200 (α 1.52 [1.31, 1.78]) with batch size
+    32; α 1.98 → 1.52 over steps 0 → 200``. Lines follow the tasks' first appearance, then
+    the batch size.
     """
-    tasks: dict[str, list[NoiseSummary]] = {}
+    groups: dict[tuple[str, int], list[NoiseSummary]] = {}
     for s in summaries:
-        tasks.setdefault(s.task or "noise", []).append(s)
+        groups.setdefault((s.task or "noise", s.batch_size), []).append(s)
+    order = {task: i for i, (task, _) in reversed(list(enumerate(groups)))}
     lines = []
-    for task, rows in tasks.items():
+    for (task, batch_size), rows in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
         rows = sorted(rows, key=lambda r: -1 if r.step is None else r.step)
         last = rows[-1]
         a = last.alpha
         alpha = f"α {a.alpha:.2f} [{a.low:.2f}, {a.high:.2f}]" if a else "no α estimate"
-        line = f"{task}: heavy-tailed: {'yes' if last.heavy_tailed else 'no'} at step {last.step} ({alpha})"
+        line = (f"{task}: heavy-tailed: {'yes' if last.heavy_tailed else 'no'} at step {last.step} ({alpha}) "
+                f"with batch size {batch_size}")
         trail = [r for r in rows if r.alpha is not None]
         if len(trail) > 1:
             line += (
@@ -171,45 +220,69 @@ def noise_section(
     link = Path(os.path.relpath(folder, base))
 
     lines = [heading, ""] if heading else []
-    source = f"From `{folder}`"
-    tasks = meta.get("tasks", {})
-    entries = list(tasks.values())
-    if entries and all("settings" in e for e in entries):
-        first = entries[0]["settings"]
-        steps = first["train_steps"]
-        sizes = ", ".join(f"{name} {entry['settings']['batch_size']}" for name, entry in tasks.items())
-        source += (
-            f" (`{entries[0].get('command', 'python -m benchmark noise')}`): K = {first['num_batches']} noise "
-            f"mini-batches per probe, drawn from a fixed subset of the training set without augmentation "
-            f"(batch sizes: {sizes}); "
-            + (f"probes at initialisation and after {steps} {first.get('optimizer') or 'training'} steps" if steps
-               else "probes at initialisation only")
-            + (f", every {first['probe_every']} steps" if first.get("probe_every") else "")
-        )
-        keys = ("num_batches", "train_steps", "probe_every", "optimizer")
-        if any(e["settings"].get(k) != first.get(k) for e in entries for k in keys):
-            source += "; the settings differ between tasks (summary.json)"
-    lines += [source + ".", "", markdown_table(summaries).rstrip(), ""]
+    lines += [_source_line(folder, meta), "", markdown_table(summaries).rstrip(), ""]
     lines += [
-        f"Heavy-tailed = the whole α interval lies below {ALPHA_THRESHOLD} *and* max/median exceeds the 95th "
-        "percentile of Gaussian noise with the same covariance moments (in brackets: the Gaussian values). "
-        "\"no\" means \"not shown with K mini-batches\", not \"Gaussian\".",
+        (f"Heavy-tailed = the whole α interval lies below {ALPHA_THRESHOLD} *and* max/median exceeds the 95th "
+         "percentile of Gaussian noise with the same covariance moments (in brackets: the Gaussian values). "
+         "\"no\" means \"not shown with K mini-batches\", not \"Gaussian\"."),
         "",
     ]
     lines += [f"- {line}" for line in verdict_lines(summaries)]
-    if tasks and all("time" in t for t in tasks.values()):
-        times = ", ".join(f"{name} {t['time']['total_s']:.0f} s" for name, t in tasks.items())
-        machine, load = meta.get("machine", {}), meta.get("load_1min")
-        where = f"{machine.get('cpu_count', '?')} CPU cores, {machine.get('torch_threads', '?')} torch thread(s)"
-        if machine.get("cuda"):
-            where += f", {machine['cuda']}"
-        if load:
-            where += f"; 1-min load average {load['min']:.1f}-{load['max']:.1f}"
-        lines += ["", f"Time: {times}; total {meta.get('total_s', 0):.0f} s ({where})."]
+    timing = _timing_line(meta)
+    if timing:
+        lines += ["", timing]
     prefix = "" if link == Path(".") else f"{link.as_posix()}/"
     if (folder / TRAJECTORY_FILE).is_file():
         lines += ["", f"![α during training]({prefix}{TRAJECTORY_FILE})"]
     # The command writes the per-probe plots into <task>/ folders, write_report next to the table.
     where = prefix + ("<task>/" if any(folder.glob("*/*_hist.png")) else "")
-    lines += ["", f"Histogram and QQ plot of every probe: `{where}<task>_step<step>_{{hist,qq}}.png`."]
+    size = "_b<batch size>" if multi_batch_tasks(summaries) else ""
+    lines += ["", f"Histogram and QQ plot of every probe: `{where}<task>{size}_step<step>_{{hist,qq}}.png`."]
     return "\n".join(lines) + "\n"
+
+
+def _source_line(folder: Path, meta: dict[str, Any]) -> str:
+    """Where the numbers come from: the command, K, the batch sizes, the probe schedule."""
+    source = f"From `{folder}`"
+    tasks = meta.get("tasks", {})
+    entries = list(tasks.values())
+    if not entries or not all("settings" in e for e in entries):
+        return source + "."
+    first = entries[0]["settings"]
+    steps = first["train_steps"]
+    sizes = "; ".join(f"{name} {_sizes_text(entry['settings'])}" for name, entry in tasks.items())
+    source += (
+        f" (`{entries[0].get('command', 'python -m benchmark noise')}`): K = {first['num_batches']} noise "
+        f"mini-batches per probe, drawn from a fixed subset of the training set without augmentation "
+        f"(batch sizes: {sizes}); "
+        + (f"probes at initialisation and after {steps} {first.get('optimizer') or 'training'} steps" if steps
+           else "probes at initialisation only")
+        + (f", every {first['probe_every']} steps" if first.get("probe_every") else "")
+    )
+    keys = ("num_batches", "train_steps", "probe_every", "optimizer")
+    if any(e["settings"].get(k) != first.get(k) for e in entries for k in keys):
+        source += "; the settings differ between tasks (summary.json)"
+    return source + "."
+
+
+def _timing_line(meta: dict[str, Any]) -> str | None:
+    """``Time: <task> <s> s, ...; total ... (cores, threads, load)``, or None without timings."""
+    tasks = meta.get("tasks", {})
+    if not tasks or not all("time" in t for t in tasks.values()):
+        return None
+    times = ", ".join(f"{name} {t['time']['total_s']:.0f} s" for name, t in tasks.items())
+    machine, load = meta.get("machine", {}), meta.get("load_1min")
+    where = f"{machine.get('cpu_count', '?')} CPU cores, {machine.get('torch_threads', '?')} torch thread(s)"
+    if machine.get("cuda"):
+        where += f", {machine['cuda']}"
+    if load:
+        where += f"; 1-min load average {load['min']:.1f}-{load['max']:.1f}"
+    return f"Time: {times}; total {meta.get('total_s', 0):.0f} s ({where})."
+
+
+def _sizes_text(settings: dict[str, Any]) -> str:
+    """``8 and 32 (training batch 32)``; results written before batch sizes were a list: ``32``."""
+    sizes = settings.get("batch_sizes") or [settings["batch_size"]]
+    text = " and ".join(", ".join(str(b) for b in sizes).rsplit(", ", 1))
+    train = settings.get("train_batch_size")
+    return text + (f" (training batch {train})" if train else "")

@@ -7,20 +7,18 @@ GradientNoiseCallback` and a progress/timing monitor (the suite's always-on call
 stay; ``trainer.yaml``'s ModelCheckpoint goes), the run stops after
 ``train_steps`` optimizer steps, and validation, checkpoints and the weight export are
 off: the run exists only to move the parameters to where the next probe measures.
+Every probe point measures the noise at each of the task's noise batch sizes
+(:func:`noise_batch_sizes`), on one shared subset of the training set.
 
 ``python -m benchmark noise`` (:mod:`benchmark.noise.cli`) calls it once per task.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import resource
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,10 @@ from benchmark.lightning_cli import ClipbenchCLI
 
 from .callback import GradientNoiseCallback
 from .report import SUMMARIES_FILE
+from .run_support import ProbeMonitor, cpu_seconds, finish_wandb, quiet_lightning
 from .summary import NoiseSummary
 
-__all__ = ["ProbeSettings", "TaskOutcome", "run_task"]
+__all__ = ["ProbeSettings", "TaskOutcome", "fit_args", "noise_batch_sizes", "run_task"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,13 @@ class ProbeSettings:
         num_batches: K, noise mini-batches per probe.
         num_samples: size of the probe subset; None: ``samples_per_batch`` mini-batches'
             worth, at most the training set.
-        samples_per_batch: see ``num_samples``.
-        batch_size: noise mini-batch size; None: the task's training batch size.
+        samples_per_batch: see ``num_samples`` (counted in mini-batches of the largest
+            noise batch size).
+        batch_size: a single noise mini-batch size for every task (as ``batch_sizes=(b,)``).
+        batch_sizes: the noise mini-batch sizes of every task; None: the task's own
+            (:func:`noise_batch_sizes`).
+        batch_divisors: the default sizes are the training batch b divided by each of
+            these (at least 2): ``(4, 1)`` probes b/4 and b; ``(1,)`` b only.
         sketch_dim, mode, num_bootstrap, seed: as in :class:`GradientNoiseCallback`
             (``seed`` is also the run's ``seed_everything``).
         wandb: the run's W&B mode (``--run.wandb``).
@@ -61,6 +65,8 @@ class ProbeSettings:
     num_samples: int | None = None
     samples_per_batch: int = 8
     batch_size: int | None = None
+    batch_sizes: tuple[int, ...] | None = None
+    batch_divisors: tuple[int, ...] = (4, 1)
     sketch_dim: int = 1000
     mode: str = "train"
     num_bootstrap: int = 200
@@ -82,7 +88,7 @@ class TaskOutcome:
 
     Attributes:
         label: the task's name (the table rows, the folder ``<out>/<label>/``).
-        summaries: one :class:`NoiseSummary` per probe, in step order.
+        summaries: one :class:`NoiseSummary` per probe, by batch size, then step.
         settings: what was measured how (configs, model, optimizer, b, S, K, ...).
         timing: seconds: ``total_s``, ``setup_s`` (configs, model, data), ``probes_s``,
             ``training_s``, ``other_s`` (statistics, plots, files) and ``cpu_s`` (the
@@ -117,6 +123,34 @@ def fit_args(configs: Sequence[Path], settings: ProbeSettings, extra: Sequence[s
     return argv + list(extra)
 
 
+def noise_batch_sizes(
+    train_batch_size: int, settings: ProbeSettings, task_sizes: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """The noise batch sizes a task is probed at, ascending.
+
+    In order of precedence: ``settings.batch_sizes`` (``--batch-sizes``), then
+    ``settings.batch_size`` (``--batch-size``), then the task's own ``task_sizes`` (a
+    :class:`~benchmark.noise.cli.ProbeTarget`'s), then the training batch b divided by
+    each of ``settings.batch_divisors``, floored at 2 (a BatchNorm batch needs two
+    samples) but never above b. The default ``(4, 1)`` gives b/4 and b: the tails depend
+    on the batch size (Panigrahi et al. 2019), and a smaller batch costs less than a
+    larger one (K·b samples per probe) on a CPU.
+
+    References:
+        Panigrahi, Somani, Goyal, Netrapalli. Non-Gaussianity of stochastic gradient
+        noise. arXiv:1910.09626 (2019).
+    """
+    if settings.batch_sizes:
+        sizes = settings.batch_sizes
+    elif settings.batch_size:
+        sizes = (settings.batch_size,)
+    elif task_sizes:
+        sizes = tuple(task_sizes)
+    else:
+        sizes = tuple(min(train_batch_size, max(2, train_batch_size // d)) for d in settings.batch_divisors)
+    return tuple(sorted({int(b) for b in sizes}))
+
+
 def run_task(
     configs: Sequence[Path],
     out: str | Path,
@@ -124,6 +158,7 @@ def run_task(
     *,
     label: str | None = None,
     extra: Sequence[str] = (),
+    batch_sizes: Sequence[int] | None = None,
 ) -> TaskOutcome:
     """Build a task from its configs, probe it, train it, probe it again.
 
@@ -134,6 +169,7 @@ def run_task(
         settings: the probe schedule and sizes.
         label: the task's name; default the dataset's (``imagenet``, ``voc``, ``div2k``).
         extra: further ``fit`` arguments (``--data.init_args.data_dir /data``, ...).
+        batch_sizes: the task's own noise batch sizes (see :func:`noise_batch_sizes`).
 
     Returns:
         A :class:`TaskOutcome`.
@@ -143,74 +179,116 @@ def run_task(
             probe subset, or the subset does not fit the training set / batch size.
         SystemExit: invalid configs (jsonargparse prints why).
     """
-    out = Path(out)
-    outcome = TaskOutcome(label or "")
-    state: dict[str, Any] = {}
-    wall0, cpu0 = time.monotonic(), _cpu_seconds()
+    run = _TaskRun(Path(out), settings, configs=configs, label=label, extra=extra, batch_sizes=batch_sizes)
+    try:
+        with quiet_lightning():
+            cli = _NoiseCLI(fit_args(configs, settings, extra), run.prepare)
+    finally:
+        run.close()  # also when the fit failed: leave the terminal clean
+    finish_wandb(cli.trainer)
+    return run.finish(cli.trainer)
 
-    def prepare(model: Any, datamodule: Any) -> tuple[list[pl.Callback], Path]:
-        name = label or dataset_name(datamodule) or "task"
-        outcome.label = name
-        task_dir = out / name
+
+class _TaskRun:
+    """One task's probe run: checked and wired up once its model and data exist, then timed.
+
+    :meth:`prepare` is the hook :class:`_NoiseCLI` calls with the built model and
+    DataModule (the task's label comes from the DataModule); :meth:`finish` turns the
+    callbacks' records into the :class:`TaskOutcome`.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        settings: ProbeSettings,
+        *,
+        configs: Sequence[Path],
+        label: str | None,
+        extra: Sequence[str],
+        batch_sizes: Sequence[int] | None,
+    ) -> None:
+        self.out, self.settings, self.configs, self.extra = out, settings, configs, extra
+        self.label, self.batch_sizes = label, batch_sizes
+        self.outcome = TaskOutcome(label or "")
+        self.monitor: ProbeMonitor | None = None
+        self.noise: GradientNoiseCallback | None = None
+        self.wall0, self.cpu0 = time.monotonic(), cpu_seconds()
+
+    def prepare(self, model: Any, datamodule: Any) -> tuple[list[pl.Callback], Path]:
+        """Check the task, build the probe and monitor callbacks; ``(callbacks, run_dir)``."""
+        name = self.label or dataset_name(datamodule) or "task"
+        self.outcome.label = name
+        task_dir = self.out / name
         if (task_dir / SUMMARIES_FILE).exists():
             raise ValueError(f"{task_dir} already holds noise results; pass another --out")
-        if not callable(getattr(datamodule, "probe_dataloader", None)):
-            raise ValueError(f"{name}: {type(datamodule).__name__} has no probe_dataloader(); the probe needs one")
-        b = settings.batch_size or datamodule.batch_size
-        # Checked now, seconds into the task, rather than by the first probe.
-        datamodule.setup("fit")
-        available = len(datamodule.train_dataset)
-        s = settings.num_samples or min(settings.samples_per_batch * b, available)
-        if s <= b:
-            raise ValueError(f"{name}: the probe subset ({s} samples) must exceed the mini-batch size {b}; "
-                             "raise --num-samples or lower --batch-size")
-        try:
-            datamodule.probe_dataloader(s, b)
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}; lower --num-samples") from None
-        monitor = _Monitor(name, settings, passes_per_probe=math.ceil(s / b) + settings.num_batches)
-        noise = GradientNoiseCallback(
-            settings.probe_every, at_start=True, at_end=True, num_samples=s, batch_size=b,
+        sizes, num_samples, available = self._subset(name, datamodule)
+        settings = self.settings
+        passes = sum(math.ceil(num_samples / b) + settings.num_batches for b in sizes)
+        self.monitor = ProbeMonitor(name, settings, passes_per_probe=passes)
+        self.noise = GradientNoiseCallback(
+            settings.probe_every, at_start=True, at_end=True, num_samples=num_samples, batch_sizes=sizes,
             num_batches=settings.num_batches, sketch_dim=settings.sketch_dim, mode=settings.mode,
             seed=settings.seed, task=name, output_dir=task_dir, num_bootstrap=settings.num_bootstrap,
-            on_batch=monitor.on_probe_batch,
+            on_batch=self.monitor.on_probe_batch,
         )
-        state.update(monitor=monitor, noise=noise)
-        outcome.settings = {
-            **{k: v for k, v in asdict(settings).items() if k not in ("progress", "samples_per_batch")},
-            "configs": [str(c) for c in configs], "extra": list(extra), "model": type(model).__name__,
+        self.outcome.settings = {
+            **{k: v for k, v in asdict(settings).items()
+               if k not in ("progress", "samples_per_batch", "batch_size", "batch_divisors")},
+            "configs": [str(c) for c in self.configs], "extra": list(self.extra), "model": type(model).__name__,
             "optimizer": getattr(model, "optimizer_name", None), "optimizer_args": getattr(model, "optimizer_args", None),
             "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "batch_size": b, "num_samples": s, "train_set": available,
+            "batch_sizes": list(sizes), "train_batch_size": datamodule.batch_size, "num_samples": num_samples,
+            "train_set": available,
         }
-        callbacks: list[pl.Callback] = [monitor, noise]  # the monitor first: its bar exists when the probe starts
+        callbacks: list[pl.Callback] = [self.monitor, self.noise]  # the monitor first: its bar exists when the probe starts
         if settings.train_steps == 0:
             callbacks.append(_StopBeforeFirstStep())
         return callbacks, task_dir / "run"
 
-    try:
-        with _quiet_lightning():
-            cli = _NoiseCLI(fit_args(configs, settings, extra), prepare)
-    finally:
-        if "monitor" in state:
-            state["monitor"].close()  # also when the fit failed: leave the terminal clean
-    monitor, noise = state["monitor"], state["noise"]
-    _finish_wandb(cli.trainer)
-    outcome.global_zero = cli.trainer.is_global_zero
-    outcome.summaries = sorted(noise.history, key=lambda s: s.step)
-    total = time.monotonic() - wall0
-    probes = sum(s.time_s for s in outcome.summaries)
-    outcome.timing = {
-        "total_s": round(total, 1),
-        "setup_s": round(total - monitor.fit_s, 1),
-        "probes_s": round(probes, 1),
-        "training_s": round(monitor.train_s, 1),
-        "other_s": round(monitor.fit_s - probes - monitor.train_s, 1),
-        "cpu_s": round(_cpu_seconds() - cpu0, 1),
-    }
-    loads = monitor.loads
-    outcome.load = {"mean": round(sum(loads) / len(loads), 2), "min": round(min(loads), 2), "max": round(max(loads), 2)}
-    return outcome
+    def _subset(self, name: str, datamodule: Any) -> tuple[tuple[int, ...], int, int]:
+        """The noise batch sizes, the probe subset's size and the training set's, checked now
+        (seconds into the task) rather than by the first probe."""
+        if not callable(getattr(datamodule, "probe_dataloader", None)):
+            raise ValueError(  # noqa: TRY004 - a usage error the command reports, as the others
+                f"{name}: {type(datamodule).__name__} has no probe_dataloader(); the probe needs one")
+        sizes = noise_batch_sizes(datamodule.batch_size, self.settings, self.batch_sizes)
+        largest = sizes[-1]
+        datamodule.setup("fit")
+        available = len(datamodule.train_dataset)
+        s = self.settings.num_samples or min(self.settings.samples_per_batch * largest, available)
+        if s <= largest:
+            raise ValueError(f"{name}: the probe subset ({s} samples) must exceed the mini-batch size {largest}; "
+                             "raise --num-samples or lower --batch-size")
+        try:
+            datamodule.probe_dataloader(s, largest)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}; lower --num-samples") from None
+        return sizes, s, available
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+
+    def finish(self, trainer: pl.Trainer) -> TaskOutcome:
+        """The outcome: the summaries by batch size and step, the timing, the machine load."""
+        assert self.monitor is not None and self.noise is not None  # prepare() ran: the fit started
+        outcome, monitor = self.outcome, self.monitor
+        outcome.global_zero = trainer.is_global_zero
+        outcome.summaries = sorted(self.noise.history, key=lambda s: (s.batch_size, s.step))
+        total = time.monotonic() - self.wall0
+        probes = sum(s.time_s for s in outcome.summaries)
+        outcome.timing = {
+            "total_s": round(total, 1),
+            "setup_s": round(total - monitor.fit_s, 1),
+            "probes_s": round(probes, 1),
+            "training_s": round(monitor.train_s, 1),
+            "other_s": round(monitor.fit_s - probes - monitor.train_s, 1),
+            "cpu_s": round(cpu_seconds() - self.cpu0, 1),
+        }
+        loads = monitor.loads
+        outcome.load = {"mean": round(sum(loads) / len(loads), 2), "min": round(min(loads), 2),
+                        "max": round(max(loads), 2)}
+        return outcome
 
 
 # ------------------------------------------------------------------------- helpers
@@ -247,99 +325,3 @@ class _StopBeforeFirstStep(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.should_stop = True
-
-
-class _Monitor(pl.Callback):
-    """One progress bar per task over every forward/backward pass (probes and training
-    batches), and what the timing report needs: training time, fit time, machine load."""
-
-    def __init__(self, label: str, settings: ProbeSettings, passes_per_probe: int) -> None:
-        self.label = label
-        self.settings = settings
-        self.passes_per_probe = passes_per_probe
-        self.bar: Any = None
-        self.train_s = 0.0
-        self.fit_s = 0.0
-        self.loads = [os.getloadavg()[0]]
-        self._batch_t0 = self._fit_t0 = 0.0
-        self._last_load = time.monotonic()
-
-    def _sample_load(self) -> None:
-        now = time.monotonic()
-        if now - self._last_load > 5.0:  # a 1-min average: a sample every 5 s is plenty
-            self.loads.append(os.getloadavg()[0])
-            self._last_load = now
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._fit_t0 = time.monotonic()
-        if self.settings.progress and trainer.is_global_zero:
-            from tqdm.auto import tqdm
-
-            # Training passes are batches: with gradient accumulation a step takes several.
-            train = self.settings.train_steps * trainer.accumulate_grad_batches
-            total = self.settings.num_probes * self.passes_per_probe + train
-            self.bar = tqdm(total=total, desc=self.label, unit="pass", dynamic_ncols=True, leave=False)
-
-    def on_probe_batch(self, phase: str, done: int, total: int) -> None:
-        """The probe's ``on_batch`` hook."""
-        self._sample_load()
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"probe: {'full gradient' if phase == 'full' else 'noise'} {done}/{total}")
-            self.bar.update(1)
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self._batch_t0 = time.monotonic()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        self.train_s += time.monotonic() - self._batch_t0
-        self._sample_load()
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"training: step {trainer.global_step}/{self.settings.train_steps}")
-            self.bar.update(1)
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.fit_s = time.monotonic() - self._fit_t0
-        self.loads.append(os.getloadavg()[0])
-        self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _finish_wandb(trainer: pl.Trainer) -> None:
-    """Close the task's W&B run: otherwise the next task's logger would resume it."""
-    from pytorch_lightning.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            try:
-                logger.experiment.finish()
-            except Exception as err:  # noqa: BLE001 - W&B must never fail the diagnostics
-                warnings.warn(f"W&B finish failed ({type(err).__name__}: {err})", stacklevel=1)
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's info lines (devices, seed, tips) would bury the verdicts: warnings only."""
-    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric",
-                                              "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            # Emitted by Lightning's own code at every fit with this torch; nothing to act on.
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-            # Lightning's SLURM hint whenever `srun` is installed: a probe run is no SLURM job step.
-            warnings.filterwarnings("ignore", message="The `srun` command is available")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime

@@ -47,8 +47,8 @@ from .estimators import (
     hill_estimator,
     max_median_ratio,
 )
-from .result import ProbeResult
 from .reference import GaussianNormReference, GaussianStatistics
+from .result import ProbeResult
 
 __all__ = ["ALPHA_THRESHOLD", "SHIFT_Z", "NoiseSummary", "heavy_tail_rule", "summarize"]
 
@@ -125,7 +125,7 @@ class NoiseSummary:
     norms: list[float] = field(repr=False, default_factory=list)
 
     def metrics(self, prefix: str = "noise/") -> dict[str, float]:
-        """Scalar metrics for a logger (``noise/alpha``, ``noise/alpha_low``, ...)."""
+        """Scalar metrics for a logger (``noise/alpha``, ``noise/alpha_low``, ..., ``noise/batch_size``)."""
         out = {
             "alpha": self.alpha.alpha if self.alpha else math.nan,
             "alpha_low": self.alpha.low if self.alpha else math.nan,
@@ -142,6 +142,7 @@ class NoiseSummary:
             "noise_to_gradient": self.noise_to_gradient,
             "heavy_tailed": float(self.heavy_tailed),
             "time_s": self.time_s,
+            "batch_size": self.batch_size,
         }
         return {prefix + k: float(v) for k, v in out.items()}
 
@@ -196,32 +197,8 @@ def summarize(
     k = norms.numel()
     if k < 4:
         raise ValueError(f"Invalid result: {k} noise norms (need >= 4)")
-    shift = distortion = None
-    if result.sketches is not None:
-        s = result.sketches.to(torch.float64)
-        sq = (s**2).sum(1)
-        shift = float((s.sum(0) ** 2).sum() / sq.sum())
-        distortion = float((sq.sqrt() / norms).log().abs().median())
-        # Under mean-zero Gaussian noise the ratio is ≈ χ²_ν/ν with ν the sketch's
-        # effective rank: sd sqrt(2/ν). ν from mean-free pair differences, as for the
-        # reference (a mean would inflate tr Σ² and hide itself). Heavy tails make the
-        # ratio *closer* to 1 (one vector dominates both sums).
-        u = s[0 : 2 * (k // 2) : 2] - s[1 : 2 * (k // 2) : 2]
-        pair_sq = float(((u[1:] * u[:-1]).sum(1) ** 2).mean())
-        nu = float((u**2).sum(1).mean() ** 2) / pair_sq if pair_sq > 0 else math.inf
-        center = shift > 1.0 + SHIFT_Z * math.sqrt(2.0 / nu)
-        alpha = alpha_estimate_with_ci(
-            s, num_bootstrap=num_bootstrap, confidence=confidence, center=center, seed=seed
-        )
-        source = "sketch"
-    elif result.block_norms.numel() >= 2:
-        alpha = alpha_from_blocks_with_ci(
-            result.block_norms, result.block_member_norms,
-            num_bootstrap=num_bootstrap, confidence=confidence, seed=seed,
-        )
-        source = "blocks"
-    else:
-        alpha, source = None, "none"
+    sketch = _sketch_statistics(result.sketches, norms)
+    alpha, source = _alpha_of(result, sketch, num_bootstrap=num_bootstrap, confidence=confidence, seed=seed)
     alpha_blocks = (
         alpha_from_blocks(result.block_norms, result.block_member_norms)
         if result.block_norms.numel() >= 2
@@ -247,14 +224,72 @@ def summarize(
         max_median=mm,
         gaussian=reference,
         gaussian_stats=gstats,
-        mean_shift_ratio=shift,
-        sketch_distortion=distortion,
+        mean_shift_ratio=None if sketch is None else sketch.shift,
+        sketch_distortion=None if sketch is None else sketch.distortion,
         full_grad_norm=result.full_grad_norm,
-        noise_to_gradient=float(norms.quantile(0.5)) / result.full_grad_norm
-        if math.isfinite(result.full_grad_norm) and result.full_grad_norm > 0
-        else math.nan,
+        noise_to_gradient=_noise_to_gradient(norms, result.full_grad_norm),
         time_s=result.time_s,
         state_bytes=result.state_bytes,
         heavy_tailed=heavy_tail_rule(alpha.high if alpha else None, mm, gstats.max_median_q95),
         norms=norms.tolist(),
     )
+
+
+@dataclass(frozen=True)
+class _SketchStatistics:
+    """What the sketches say before α is estimated on them (see :func:`_sketch_statistics`)."""
+
+    sketches: torch.Tensor  # (K, p), float64
+    shift: float  # mean-shift ratio ‖Σ_t Sξ_t‖² / Σ_t ‖Sξ_t‖²
+    distortion: float  # median |log(‖Sξ‖ / ‖ξ‖)|
+    center: bool  # the shift is significant: estimate α on centred sketches
+
+
+def _sketch_statistics(sketches: torch.Tensor | None, norms: torch.Tensor) -> _SketchStatistics | None:
+    """The mean-shift ratio, the sketch's norm distortion and whether to centre; None without sketches."""
+    if sketches is None:
+        return None
+    k = norms.numel()
+    s = sketches.to(torch.float64)
+    sq = (s**2).sum(1)
+    shift = float((s.sum(0) ** 2).sum() / sq.sum())
+    distortion = float((sq.sqrt() / norms).log().abs().median())
+    # Under mean-zero Gaussian noise the ratio is ≈ χ²_ν/ν with ν the sketch's
+    # effective rank: sd sqrt(2/ν). ν from mean-free pair differences, as for the
+    # reference (a mean would inflate tr Σ² and hide itself). Heavy tails make the
+    # ratio *closer* to 1 (one vector dominates both sums).
+    u = s[0 : 2 * (k // 2) : 2] - s[1 : 2 * (k // 2) : 2]
+    pair_sq = float(((u[1:] * u[:-1]).sum(1) ** 2).mean())
+    nu = float((u**2).sum(1).mean() ** 2) / pair_sq if pair_sq > 0 else math.inf
+    center = shift > 1.0 + SHIFT_Z * math.sqrt(2.0 / nu)
+    return _SketchStatistics(s, shift, distortion, center)
+
+
+def _alpha_of(
+    result: ProbeResult,
+    sketch: _SketchStatistics | None,
+    *,
+    num_bootstrap: int,
+    confidence: float,
+    seed: int,
+) -> tuple[AlphaEstimate | None, str]:
+    """The α estimate with its interval and its source: the sketches, else the streamed blocks."""
+    if sketch is not None:
+        alpha = alpha_estimate_with_ci(
+            sketch.sketches, num_bootstrap=num_bootstrap, confidence=confidence, center=sketch.center, seed=seed
+        )
+        return alpha, "sketch"
+    if result.block_norms.numel() >= 2:
+        alpha = alpha_from_blocks_with_ci(
+            result.block_norms, result.block_member_norms,
+            num_bootstrap=num_bootstrap, confidence=confidence, seed=seed,
+        )
+        return alpha, "blocks"
+    return None, "none"
+
+
+def _noise_to_gradient(norms: torch.Tensor, full_grad_norm: float) -> float:
+    """Median noise norm / ‖∇f(x)‖ (nan when the full gradient is unknown or zero)."""
+    if math.isfinite(full_grad_norm) and full_grad_norm > 0:
+        return float(norms.quantile(0.5)) / full_grad_norm
+    return math.nan
