@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .clipping import CLIPPING_KINDS, Clipping, get_clipping, global_norm
 from . import fused as fused_kernels
+from .clipping import CLIPPING_KINDS, Clipping, get_clipping, global_norm
 
 __all__ = ["ClippedOptimizer", "NONFINITE_POLICIES", "StepInputs"]
 

@@ -46,6 +46,7 @@ from .kernels import sgd_update, sstm_update
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
 except ImportError:  # pragma: no cover - torch wheels for CUDA ship triton
     triton = None
 
@@ -362,15 +363,8 @@ if triton is not None:
 # ------------------------------------------------------------------------ launch plans
 
 
-def _interpreted() -> bool:
-    if triton is None:
-        return False
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_clipped_sgd_kernel, InterpretedFunction)
-
-
-INTERPRETED = _interpreted()  # triton.jit chose when it defined the kernels above
+# triton.jit chose when it defined the kernels above (TRITON_INTERPRET=1 then).
+INTERPRETED = triton is not None and isinstance(_clipped_sgd_kernel, InterpretedFunction)
 
 
 # ------------------------------------------------------------------------------ launch
