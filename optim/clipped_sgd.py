@@ -86,14 +86,8 @@ class ClippedSGD(ClippedOptimizer):
         nonfinite: str = "skip",
         device_path: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            clip_level=clip_level,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            clipping=clipping,
-            average=average,
-        )
+        defaults = dict(lr=lr, clip_level=clip_level, momentum=momentum, weight_decay=weight_decay, clipping=clipping,
+                        average=average)  # fmt: skip
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused, device_path=device_path)
 
     def _validate_group(self, group: dict[str, Any]) -> None:

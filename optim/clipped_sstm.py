@@ -98,15 +98,8 @@ class ClippedSSTM(ClippedOptimizer):
         nonfinite: str = "skip",
         device_path: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            L=L,
-            clip_level=clip_level,
-            nu=nu,
-            max_ratio=max_ratio,
-            weight_decay=weight_decay,
-            clipping=clipping,
-        )
+        defaults = dict(lr=lr, L=L, clip_level=clip_level, nu=nu, max_ratio=max_ratio, weight_decay=weight_decay,
+                        clipping=clipping)  # fmt: skip
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused, device_path=device_path)
 
     def _validate_group(self, group: dict[str, Any]) -> None:

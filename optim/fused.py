@@ -18,22 +18,21 @@ dtype; results agree to that rounding); the accumulators x̄, y, z may be float3
 bf16/fp16 parameters (one kernel variant each). Tensors must be dense and laid out like
 their parameter (as autograd and ``preserve_format`` make them).
 
-Configuration is explicit: a :class:`FusedConfig` (backend, block size, warps) passed as
-``config=``; without one, the selection of :func:`set_backend` (a context variable; the
-default is Triton with the block and warps below). The Triton interpreter is Triton's own
-switch (``TRITON_INTERPRET=1`` when ``triton.jit`` defines the kernels, i.e. when this
+Configuration is explicit (:mod:`optim.fused_config`): a :class:`FusedConfig` passed as
+``config=``, else the selection of :func:`set_backend`. The Triton interpreter is Triton's
+own switch (``TRITON_INTERPRET=1`` when ``triton.jit`` defines the kernels, i.e. when this
 module is imported): :data:`INTERPRETED` reads it off the kernels.
 
-This module is over 400 lines because the Triton kernels must live in the module the tests
-reload under the interpreter; the launch tables and the PyTorch kernels are elsewhere.
+Why this module is over 400 lines: the Triton kernels (about half of it) and the launch
+that picks their variants belong together, and the kernels must live in the module that
+is re-imported to switch the interpreter on; the launch tables (:mod:`optim.fused_plans`),
+the configuration and the PyTorch kernels (:mod:`optim.kernels`) are already elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -41,6 +40,16 @@ from torch import Tensor
 
 from . import fused_plans
 from .clipping import EPS, ClipCode, get_clipping, global_norm
+from .fused_config import (
+    BACKENDS,
+    BLOCK,
+    NUM_WARPS,
+    SUPPORTED_DTYPES,
+    FusedConfig,
+    selected_config,
+    set_backend,
+    support_reason,
+)
 from .kernels import sgd_update, sstm_update
 
 try:
@@ -52,6 +61,9 @@ except ImportError:  # pragma: no cover - torch wheels for CUDA ship triton
 
 __all__ = [
     "BACKENDS",
+    "BLOCK",
+    "INTERPRETED",
+    "NUM_WARPS",
     "SUPPORTED_DTYPES",
     "FusedConfig",
     "fused_clipped_sgd",
@@ -61,64 +73,7 @@ __all__ = [
     "set_backend",
 ]
 
-BACKENDS = ("triton", "compile")
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# 8 elements (two 128-bit accesses per operand) per thread: ptxas (sm_90) gives these
-# kernels 40-48 registers, against ~150 at 16 per thread (one block per SM).
-BLOCK = 2048
-NUM_WARPS = 8
 _cache = fused_plans.plan_cache  # the launch tables (tests inspect them)
-
-
-@dataclass(frozen=True)
-class FusedConfig:
-    """What the fused path runs.
-
-    Args:
-        backend: ``"triton"`` (the kernels below) or ``"compile"`` (``torch.compile`` of the
-            foreach kernels of :mod:`optim.kernels`).
-        block: elements per Triton program (a power of two).
-        num_warps: warps per Triton program.
-        compile_options: inductor options for ``"compile"`` as ``(name, value)`` pairs (e.g.
-            ``(("combo_kernels", True),)``, which fuses the per-tensor kernels horizontally).
-
-    Raises:
-        ValueError: an unknown backend, or a block that is not a power of two.
-    """
-
-    backend: str = "triton"
-    block: int = BLOCK
-    num_warps: int = NUM_WARPS
-    compile_options: tuple[tuple[str, Any], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"Invalid fused backend: {self.backend!r} (must be one of {', '.join(BACKENDS)})")
-        if self.block < 16 or self.block & (self.block - 1):
-            raise ValueError(f"Invalid block: {self.block!r} (must be a power of two >= 16)")
-        if self.num_warps < 1:
-            raise ValueError(f"Invalid num_warps: {self.num_warps!r} (must be >= 1)")
-
-
-_SELECTED: contextvars.ContextVar[FusedConfig] = contextvars.ContextVar("clipbench_fused", default=FusedConfig())
-
-
-def set_backend(name: str, **compile_options: Any) -> None:
-    """Select what the fused path runs when no ``config`` is passed: ``"triton"`` or ``"compile"``.
-
-    Args:
-        name: one of :data:`BACKENDS`.
-        **compile_options: inductor options for ``"compile"``.
-
-    Raises:
-        ValueError: unknown name.
-    """
-    _SELECTED.set(FusedConfig(backend=name, compile_options=tuple(sorted(compile_options.items()))))
-
-
-def selected_config() -> FusedConfig:
-    """The configuration :func:`set_backend` selected (the default one if it was not called)."""
-    return _SELECTED.get()
 
 
 def fused_support(tensors: Sequence[Tensor], config: FusedConfig | None = None) -> str | None:
@@ -128,17 +83,7 @@ def fused_support(tensors: Sequence[Tensor], config: FusedConfig | None = None) 
     the Triton interpreter (``TRITON_INTERPRET=1`` when this module is imported), which is
     how the tests run them. The ``compile`` backend runs anywhere.
     """
-    if (config or selected_config()).backend == "compile":
-        return None
-    if triton is None:
-        return "triton is not installed"
-    for t in tensors:  # once per step: attribute reads only
-        if t.dtype not in SUPPORTED_DTYPES:
-            return f"dtype {t.dtype} is not supported (float32, bfloat16, float16)"
-        if not (t.is_cpu if INTERPRETED else t.is_cuda):
-            where = "on CPU (TRITON_INTERPRET=1)" if INTERPRETED else "on CUDA (on CPU only with TRITON_INTERPRET=1)"
-            return f"tensors must all be {where}; found one on {t.device}"
-    return None
+    return support_reason(tensors, config, triton_installed=triton is not None, interpreted=INTERPRETED)
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -83,18 +83,19 @@ def sstm_update(params, grads, ys, zs, *, alpha: Tensor, clip_threshold: float |
 
 # ------------------------------------------------------------------------- helpers
 def _add_scaled_(dst: Tensor, src: Tensor, scale: float | Tensor, alpha: float = 1.0) -> None:
-    """dst += alpha · scale · src (scale a number or a 0-dim tensor)."""
-    if isinstance(scale, Tensor):
-        dst.addcmul_(src, scale, value=alpha)
+    """dst += alpha · (scale · src), scale a number or a 0-dim tensor."""
+    if isinstance(scale, Tensor):  # in dst's dtype: float32 accumulators of bf16 gradients
+        dst.add_(src.to(dst.dtype) * scale, alpha=alpha)
     else:
         dst.add_(src, alpha=alpha * scale)
 
 
 def _foreach_add_scaled_(dst: list[Tensor], src: list[Tensor], scale: Scale, alpha: float = 1.0) -> None:
-    if isinstance(scale, list):
-        torch._foreach_addcmul_(dst, src, scale, value=alpha)
-    elif isinstance(scale, Tensor):
-        torch._foreach_addcmul_(dst, src, [scale] * len(dst), value=alpha)
+    """As :func:`_add_scaled_` for lists, with the same roundings (the two bodies agree
+    bit for bit). A device scale is a multiply then an add: both stay on CUDA's fast foreach
+    path, where ``_foreach_addcmul_`` with 0-dim factors falls back to one launch per tensor."""
+    if isinstance(scale, (Tensor, list)):
+        torch._foreach_add_(dst, torch._foreach_mul(_same_dtype(src, dst), scale), alpha=alpha)
     else:
         torch._foreach_add_(dst, src, alpha=alpha * scale)
 
