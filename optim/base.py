@@ -234,7 +234,8 @@ class ClippedOptimizer(Optimizer):
         inputs = StepInputs(groups, norms, total, applied, foreach, fused, get_clipping(hparams["clipping"]), hparams)
         return loss, inputs
 
-    def _finish_step(self, inputs: StepInputs, threshold: float | Tensor, clipped_norms: Sequence[Tensor | None]) -> None:
+    def _finish_step(self, inputs: StepInputs, threshold: float | Tensor,
+                     clipped_norms: Sequence[Tensor | None]) -> None:  # fmt: skip
         """The clip statistics of the step (:meth:`Clipping.stats`) and the counters."""
         factor, clipped = inputs.clipping.stats(
             threshold,

@@ -197,8 +197,8 @@ class Clipping:
         None where clipping is not a scaling (``coordinate_wise``)."""
         raise NotImplementedError
 
-    def apply(self, grads: Sequence[Tensor], threshold: float | Tensor, *, norms: Sequence[Tensor],
-              total_norm: Tensor, mask: Tensor | None = None, foreach: bool = True) -> tuple[list[Tensor], Scale]:  # fmt: skip
+    def apply(self, grads: Sequence[Tensor], threshold: float | Tensor, *, norms: Sequence[Tensor], total_norm: Tensor,
+              mask: Tensor | None = None, foreach: bool = True) -> tuple[list[Tensor], Scale]:  # fmt: skip
         """``(tensors, scale)`` with ``clip(g) = scale · tensors``; zero when ``mask`` is False.
 
         Args:
@@ -221,8 +221,8 @@ class Clipping:
         whose factor already is the ratio)."""
         return None
 
-    def stats(self, threshold: float | Tensor, *, grads: Sequence[Tensor], norms: Sequence[Tensor],
-              total_norm: Tensor, clipped_norms: Sequence[Tensor | None], foreach: bool = True) -> tuple[Tensor, Tensor]:  # fmt: skip
+    def stats(self, threshold: float | Tensor, *, grads: Sequence[Tensor], norms: Sequence[Tensor], total_norm: Tensor,
+              clipped_norms: Sequence[Tensor | None], foreach: bool = True) -> tuple[Tensor, Tensor]:  # fmt: skip
         """``(clip_factor, clipped)`` of the step, as defined in the module docstring.
 
         Args:
@@ -305,7 +305,7 @@ class CoordinateWiseClipping(Clipping):
         return _ratio(clipped, after, total_norm), clipped
 
 
-_KINDS: dict[str, Clipping] = {kind.name: kind for kind in (NormClipping(), LayerWiseClipping(), CoordinateWiseClipping())}
+_KINDS: dict[str, Clipping] = {k.name: k for k in (NormClipping(), LayerWiseClipping(), CoordinateWiseClipping())}
 CLIPPING_KINDS = tuple(_KINDS)
 
 

@@ -240,7 +240,7 @@ if triton is not None:
         else:
             sumsq = _sgd_block(x_p, g_p, b_p, a_p, offs, offs < n, ok, okf, lam32, scale, lr, momentum,
                                weight_decay, avg_w, CLIPPING, MOMENTUM, WEIGHT_DECAY, AVERAGE, False)
-        if CLIPPING == _COORDINATE_WISE:  # ‖clip(g)‖² of this block; the caller sums the blocks (one small reduction)
+        if CLIPPING == _COORDINATE_WISE:  # ‖clip(g)‖² of this block; the caller sums the blocks
             tl.store(stats + tl.program_id(0), sumsq)
 
     @triton.jit

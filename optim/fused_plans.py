@@ -108,7 +108,7 @@ def plans(rows: Sequence[Sequence[Tensor]], block: int, accumulators: Sequence[i
                 raise ValueError(f"fused: state {r} of parameter {i} is {t.dtype}, the parameter {x.dtype}")
         state = {rows[r][i].dtype for r in accumulators}
         if len(state) > 1:
-            raise ValueError(f"fused: the accumulators of parameter {i} have different dtypes {sorted(map(str, state))}")
+            raise ValueError(f"fused: the accumulators of parameter {i} differ in dtype: {sorted(map(str, state))}")
         groups.setdefault((x.dtype, rows[1][i].dtype, *state), []).append(i)
     built = [_build([[row[i] for i in index] for row in rows], index, block, capturing, accumulators)
              for index in groups.values()]  # fmt: skip

@@ -1,6 +1,7 @@
 """The PyTorch update kernels of clipped-SGD and clipped-SSTM: each update written once.
 
-One body per kernel (``_single_tensor_*`` and ``_foreach_*``, identical signatures). A
+One body per kernel (``_single_tensor_*`` and ``_foreach_*``, identical signatures, as in
+torch.optim; written compactly since each pair repeats the other's). A
 body takes the clipped gradient as ``scale · tensors`` and the skip as an optional mask,
 so both code paths run through it:
 
@@ -106,19 +107,10 @@ def _same_dtype(sources: list[Tensor], like: list[Tensor]) -> list[Tensor]:
 
 
 # ---------------------------------------------------------------------- clipped-SGD
-def _single_tensor_clipped_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor] | None,
-    averages: list[Tensor] | None,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    grad_scale: Scale,
-    mask: Tensor | None,
-    average_weight: Tensor | None,
-) -> None:
+def _single_tensor_clipped_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor] | None,
+                               averages: list[Tensor] | None, *, lr: float, momentum: float, weight_decay: float,
+                               grad_scale: Scale, mask: Tensor | None,
+                               average_weight: Tensor | None) -> None:  # fmt: skip
     # The clipped gradient is grad_scale · grads[i]; `mask` (0/1, or None when the step is
     # known to apply) keeps a skipped step's weight decay and momentum out.
     scales = grad_scale if isinstance(grad_scale, list) else [grad_scale] * len(params)
@@ -140,19 +132,9 @@ def _single_tensor_clipped_sgd(
             _add_scaled_(x, g, s, -lr)
 
 
-def _foreach_clipped_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor] | None,
-    averages: list[Tensor] | None,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    grad_scale: Scale,
-    mask: Tensor | None,
-    average_weight: Tensor | None,
-) -> None:
+def _foreach_clipped_sgd(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor] | None,
+                         averages: list[Tensor] | None, *, lr: float, momentum: float, weight_decay: float,
+                         grad_scale: Scale, mask: Tensor | None, average_weight: Tensor | None) -> None:  # fmt: skip
     n = len(params)
     if averages is not None:
         torch._foreach_lerp_(averages, _same_dtype(params, averages), [average_weight.to(averages[0].dtype)] * n)
@@ -175,16 +157,9 @@ def _foreach_clipped_sgd(
 
 
 # --------------------------------------------------------------------- clipped-SSTM
-def _single_tensor_clipped_sstm(
-    params: list[Tensor],
-    grads: list[Tensor] | None,
-    ys: list[Tensor],
-    zs: list[Tensor],
-    *,
-    grad_scale: Scale,
-    y_weight: Tensor,
-    x_weight: Tensor,
-) -> None:
+def _single_tensor_clipped_sstm(params: list[Tensor], grads: list[Tensor] | None, ys: list[Tensor],
+                                zs: list[Tensor], *, grad_scale: Scale, y_weight: Tensor,
+                                x_weight: Tensor) -> None:  # fmt: skip
     # z ← z + grad_scale·g (grad_scale = -α·clip factor), y ← lerp(y, z, y_weight),
     # x ← lerp(y, z, x_weight). grads=None (host path, skipped step): only x is re-derived.
     scales = grad_scale if isinstance(grad_scale, list) else [grad_scale] * len(params)
@@ -195,16 +170,8 @@ def _single_tensor_clipped_sstm(
         torch.lerp(y, z, x_weight, out=x)
 
 
-def _foreach_clipped_sstm(
-    params: list[Tensor],
-    grads: list[Tensor] | None,
-    ys: list[Tensor],
-    zs: list[Tensor],
-    *,
-    grad_scale: Scale,
-    y_weight: Tensor,
-    x_weight: Tensor,
-) -> None:
+def _foreach_clipped_sstm(params: list[Tensor], grads: list[Tensor] | None, ys: list[Tensor], zs: list[Tensor], *,
+                          grad_scale: Scale, y_weight: Tensor, x_weight: Tensor) -> None:  # fmt: skip
     n = len(params)
     if grads is not None:  # as in _single_tensor_clipped_sstm
         _foreach_add_scaled_(zs, grads, grad_scale)
