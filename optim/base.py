@@ -10,17 +10,22 @@ the global gradient norm.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .clipping import CLIPPING_KINDS, global_norm, tensor_norms
+from . import fused as fused_kernels
+from .clipping import CLIPPING_KINDS, Clipping, get_clipping, global_norm
 
-__all__ = ["ClippedOptimizer", "NONFINITE_POLICIES"]
+__all__ = ["ClippedOptimizer", "NONFINITE_POLICIES", "StepInputs"]
 
 NONFINITE_POLICIES = ("skip", "raise")
+#: Accumulators kept in float32 when the parameters are lower precision: an average
+#: x̄ + (x - x̄)/(k+1) (or SSTM's y, z) stalls once the increment is below bf16 resolution.
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def check_positive(name: str, value: float, *, allow_inf: bool = False) -> None:
@@ -44,6 +49,35 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         raise ValueError(f"Invalid {name}: {value!r} (must be one of {', '.join(map(repr, choices))})")
 
 
+@dataclass
+class StepInputs:
+    """What the common start of ``step()`` hands a subclass (:meth:`ClippedOptimizer._start_step`).
+
+    ``groups`` holds ``(group, params, grads)`` for the groups with gradients (the
+    gradients with weight decay added where the method adds it before clipping);
+    ``norms`` their per-tensor norms, group by group; ``total_norm`` the global norm;
+    ``applied`` whether it is finite; ``hparams`` the hyperparameters shared by all groups.
+    """
+
+    groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]
+    norms: list[list[Tensor]]
+    total_norm: Tensor
+    applied: Tensor
+    foreach: bool
+    fused: bool
+    clipping: Clipping
+    hparams: dict[str, Any]
+
+
+def _with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float, foreach: bool) -> list[Tensor]:
+    """g + w·x as new tensors (the gradients stay untouched)."""
+    if not weight_decay or not grads:
+        return grads
+    if foreach:
+        return list(torch._foreach_add(grads, params, alpha=weight_decay))
+    return [g.add(x, alpha=weight_decay) for g, x in zip(grads, params)]
+
+
 class ClippedOptimizer(Optimizer):
     """Base class: optimizer-level state, the non-finite policy and the evaluation point.
 
@@ -53,9 +87,19 @@ class ClippedOptimizer(Optimizer):
 
     - ``step``: number of applied (non-skipped) steps, k in the paper.
     - ``skipped_steps``: steps skipped because the gradient norm was not finite.
-    - ``clipped_steps``: applied steps whose gradient was actually shortened.
+    - ``clipped_steps``: applied steps on which some tensor or coordinate was actually
+      scaled (see :mod:`optim.clipping` for each kind; a zero gradient is not clipped).
     - ``grad_norm``: ‖g‖₂ of the last step's gradient, before clipping.
-    - ``clip_factor``: ‖clip(g)‖ / ‖g‖ of the last step (1 = not clipped).
+    - ``clip_factor``: ‖clip(g)‖ / ‖g‖ of the last step on a clipped step, exactly 1
+      otherwise (and on a skipped step).
+
+    ``step()`` of a subclass starts with :meth:`_start_step` (closure, collect, the
+    optimizer-level state, weight decay before clipping where the method adds it there,
+    measure) and ends with :meth:`_finish_step` (clip statistics, counters).
+
+    Lower-precision parameters (bf16/fp16) keep the accumulators named in
+    ``_accumulators`` (an average, SSTM's y and z) in float32, through checkpoints too:
+    an increment (x - x̄)/(k+1) below the parameter's resolution would otherwise stall them.
 
     Subclasses list the hyperparameters that act on the global norm in
     ``_global_hparams``; those must agree across parameter groups.
@@ -68,6 +112,12 @@ class ClippedOptimizer(Optimizer):
     """
 
     _global_hparams: tuple[str, ...] = ()
+    #: Per-parameter state kept in float32 under bf16/fp16 parameters.
+    _accumulators: tuple[str, ...] = ()
+    #: The optimizer-level state keys a subclass adds to the shared ones.
+    _extra_global_state: tuple[str, ...] = ()
+    #: True where the method adds weight decay to the gradient before clipping (SSTM).
+    _decay_before_clipping = False
 
     def __init__(
         self,
@@ -77,21 +127,21 @@ class ClippedOptimizer(Optimizer):
         foreach: bool | None,
         nonfinite: str,
         fused: bool | None = None,
+        device_path: bool | None = None,
     ) -> None:
         check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        for name, flag in (("foreach", foreach), ("fused", fused)):
+        for name, flag in (("foreach", foreach), ("fused", fused), ("device_path", device_path)):
             if flag not in (None, True, False):
                 raise ValueError(f"Invalid {name}: {flag!r} (must be None, True or False)")
         check_choice("clipping", defaults["clipping"], CLIPPING_KINDS)
         super().__init__(params, defaults)
         self.foreach = foreach
         self.fused = fused
+        self.device_path = device_path
         self.nonfinite = nonfinite
         self.global_state: dict[str, Tensor] = {}
         if fused:  # fail at construction, as torch's fused optimizers do
-            from .fused import fused_support
-
-            reason = fused_support([p for group in self.param_groups for p in group["params"]])
+            reason = fused_kernels.fused_support([p for group in self.param_groups for p in group["params"]])
             if reason is not None:
                 raise ValueError(f"Invalid fused: True ({reason}); pass fused=None or False")
 
@@ -133,12 +183,10 @@ class ClippedOptimizer(Optimizer):
 
     def _use_fused(self, tensors: Sequence[Tensor]) -> bool:
         """The fused kernels of :mod:`optim.fused`: with ``fused=None`` whenever every
-        tensor is on CUDA and Triton can run them (Triton is imported only then)."""
+        tensor is on CUDA and Triton can run them."""
         if self.fused is False or (self.fused is None and not all(t.is_cuda for t in tensors)):
             return False
-        from .fused import fused_support
-
-        reason = fused_support(tensors)
+        reason = fused_kernels.fused_support(tensors)
         if reason is not None and self.fused:
             raise RuntimeError(f"{type(self).__name__}(fused=True): {reason}")
         return reason is None
@@ -160,6 +208,45 @@ class ClippedOptimizer(Optimizer):
             out.append((group, params, [p.grad for p in params]))
         return out
 
+    def _start_step(self, closure: Callable[[], Any] | None) -> tuple[Any, StepInputs | None]:
+        """The common start of ``step()``: ``(loss, inputs)``, inputs None without gradients.
+
+        Runs the closure, collects the gradients, creates the optimizer-level state, adds
+        weight decay to the gradient where the method clips it (``_decay_before_clipping``)
+        and measures the norms (:meth:`_measure`).
+        """
+        loss = self._run_closure(closure)
+        collected = self._collect()
+        all_grads = [g for _, _, grads in collected for g in grads]
+        if not all_grads:
+            return loss, None
+        self._init_global_state(all_grads[0].device, self._extra_global_state)
+        foreach = self._use_foreach(all_grads)
+        fused = self._use_fused(all_grads)
+        hparams = {name: self._shared(name) for name in self._global_hparams}
+        if self._decay_before_clipping:
+            collected = [
+                (group, params, _with_weight_decay(grads, params, group["weight_decay"], foreach))
+                for group, params, grads in collected
+            ]
+        groups = [(group, params, grads) for group, params, grads in collected if params]
+        norms, total, applied = self._measure([grads for _, _, grads in groups], foreach)
+        inputs = StepInputs(groups, norms, total, applied, foreach, fused, get_clipping(hparams["clipping"]), hparams)
+        return loss, inputs
+
+    def _finish_step(self, inputs: StepInputs, threshold: float | Tensor,
+                     clipped_norms: Sequence[Tensor | None]) -> None:  # fmt: skip
+        """The clip statistics of the step (:meth:`Clipping.stats`) and the counters."""
+        factor, clipped = inputs.clipping.stats(
+            threshold,
+            grads=[g for _, _, grads in inputs.groups for g in grads],
+            norms=[n for group in inputs.norms for n in group],
+            total_norm=inputs.total_norm,
+            clipped_norms=clipped_norms,
+            foreach=inputs.foreach,
+        )
+        self._record(inputs.total_norm, factor, clipped, inputs.applied)
+
     def _init_global_state(self, device: torch.device, extra: Sequence[str] = ()) -> None:
         if self.global_state:
             return
@@ -175,7 +262,8 @@ class ClippedOptimizer(Optimizer):
         With ``nonfinite="raise"`` this is the one place that reads a device value on the
         host, before any state is touched.
         """
-        norms = [tensor_norms(g, foreach=foreach) for g in grads_per_group]
+        kind = get_clipping(self.param_groups[0]["clipping"])
+        norms = [kind.measure(g, foreach=foreach) for g in grads_per_group]
         total = global_norm([n for group in norms for n in group])
         applied = torch.isfinite(total)
         if self.nonfinite == "raise" and not bool(applied):
@@ -188,15 +276,29 @@ class ClippedOptimizer(Optimizer):
             )
         return norms, total, applied
 
-    def _record(self, total: Tensor, ratio: Tensor, applied: Tensor) -> None:
+    def _record(self, total: Tensor, factor: Tensor, clipped: Tensor, applied: Tensor) -> None:
         """Update the shared counters and last-step statistics (device ops only)."""
         gs = self.global_state
         applied_f = applied.to(gs["step"].dtype)
         gs["step"].add_(applied_f)
         gs["skipped_steps"].add_(1 - applied_f)
-        gs["clipped_steps"].add_(applied_f * (ratio < 1).to(applied_f.dtype))
+        gs["clipped_steps"].add_(applied_f * clipped.to(applied_f.dtype))
         gs["grad_norm"].copy_(total)
-        gs["clip_factor"].copy_(torch.where(applied, ratio, 1.0))
+        gs["clip_factor"].copy_(torch.where(applied, factor, 1.0))
+
+    def _state(self, params: list[Tensor], key: str, init: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        """``self.state[p][key]`` for each parameter, created with ``init(p)`` where missing:
+        in float32 for a lower-precision parameter when ``key`` is an accumulator."""
+        out = []
+        for p in params:
+            state = self.state[p]
+            if key not in state:
+                value = init(p.detach())
+                if key in self._accumulators and p.dtype in LOW_PRECISION:
+                    value = value.float()
+                state[key] = value
+            out.append(state[key])
+        return out
 
     # -- what callers read -----------------------------------------------------------
 
@@ -239,7 +341,17 @@ class ClippedOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         global_state = state_dict.get("global_state", {})
+        # torch's loader casts floating state to the parameter's dtype: the float32
+        # accumulators of bf16/fp16 parameters are set aside and put back in float32.
+        accumulators = {}
+        for saved, group in zip(state_dict["param_groups"], self.param_groups):
+            for index, p in zip(saved["params"], group["params"]):
+                for key, value in state_dict["state"].get(index, {}).items():
+                    if key in self._accumulators and p.dtype in LOW_PRECISION and isinstance(value, Tensor):
+                        accumulators[p, key] = value
         super().load_state_dict(state_dict)
+        for (p, key), value in accumulators.items():
+            self.state[p][key] = value.detach().to(device=p.device, dtype=torch.float32)
         params = [p for group in self.param_groups for p in group["params"]]
         device = params[0].device if params else torch.device("cpu")
         # Cloned: torch's loader keeps same-device tensors as they are, and in-place

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 
+from . import fused as fused_kernels
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_path, tensor_norms
+from .clipping import CLIPPING_KINDS
+from .kernels import measured, sgd_update
 
 __all__ = ["ClippedSGD", "clipped_sgd"]
 
@@ -49,9 +52,13 @@ class ClippedSGD(ClippedOptimizer):
         nonfinite: ``"skip"`` leaves parameters and state untouched on a non-finite
             gradient norm and counts the step in ``num_skipped_steps``; ``"raise"``
             raises ``FloatingPointError`` (and reads the norm on the host to decide).
+        device_path: True runs the accelerator code path (no host reads) on CPU tensors
+            too; None: the CPU host path where it applies (see :mod:`optim.kernels`).
 
     State (``self.state[p]``):
-        ``momentum_buffer``: b (only with μ > 0). ``average``: x̄ (only with ``average``).
+        ``momentum_buffer``: b (only with μ > 0), in the parameter's dtype.
+        ``average``: x̄ (only with ``average``), float32 for bf16/fp16 parameters
+        (:meth:`evaluation_point` returns it as kept; copying it into the parameters casts).
 
     Optimizer state (``self.global_state``): ``step`` (k, applied steps), the counters and
     last-step statistics of :class:`~optim.base.ClippedOptimizer`.
@@ -62,6 +69,7 @@ class ClippedSGD(ClippedOptimizer):
     """
 
     _global_hparams = ("clip_level", "clipping", "average")
+    _accumulators = ("average",)
 
     def __init__(
         self,
@@ -76,16 +84,11 @@ class ClippedSGD(ClippedOptimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         nonfinite: str = "skip",
+        device_path: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            clip_level=clip_level,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            clipping=clipping,
-            average=average,
-        )
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused)
+        defaults = dict(lr=lr, clip_level=clip_level, momentum=momentum, weight_decay=weight_decay, clipping=clipping,
+                        average=average)  # fmt: skip
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused, device_path=device_path)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_positive("lr", group["lr"])
@@ -99,60 +102,40 @@ class ClippedSGD(ClippedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step; ``closure`` (re-evaluating the loss) is optional."""
-        loss = self._run_closure(closure)
-        collected = self._collect()
-        all_grads = [g for _, _, grads in collected for g in grads]
-        if not all_grads:
+        loss, inputs = self._start_step(closure)
+        if inputs is None:
             return loss
-        self._init_global_state(all_grads[0].device)
-        foreach = self._use_foreach(all_grads)
-        fused = self._use_fused(all_grads)
-        clip_level, clipping, average = (self._shared(k) for k in self._global_hparams)
-        norms, total, applied = self._measure([grads for _, _, grads in collected], foreach)
-        gs = self.global_state
+        clip_level, average = inputs.hparams["clip_level"], inputs.hparams["average"]
+        gs, applied = self.global_state, inputs.applied
         average_weight = None
         if average:
             # x̄ ← x̄ + (xᵏ - x̄)/(k+1); weight 0 on a skipped step.
             count = gs["step"] + applied.to(gs["step"].dtype)
             average_weight = applied.to(count.dtype) / count.clamp(min=1)
         clipped_norms = []
-        for (group, params, grads), group_norms in zip(collected, norms):
-            if not params:
-                continue
-            buffers = self._state_list(params, "momentum_buffer") if group["momentum"] else None
-            averages = self._state_list(params, "average") if average else None
+        for (group, params, grads), norms in zip(inputs.groups, inputs.norms):
             clipped_norms.append(
                 clipped_sgd(
                     params,
                     grads,
-                    buffers,
-                    averages,
+                    self._state(params, "momentum_buffer", torch.zeros_like) if group["momentum"] else None,
+                    self._state(params, "average", torch.clone) if average else None,  # x̄ starts at x⁰
                     lr=group["lr"],
-                    clip_level=clip_level,
+                    clip_threshold=clip_level,
                     momentum=group["momentum"],
                     weight_decay=group["weight_decay"],
-                    clipping=clipping,
-                    norms=group_norms,
-                    total_norm=total,
+                    clipping=inputs.clipping.name,
+                    norms=norms,
+                    total_norm=inputs.total_norm,
                     applied=applied,
                     average_weight=average_weight,
-                    foreach=foreach,
-                    fused=fused,
+                    foreach=inputs.foreach,
+                    fused=inputs.fused,
+                    device_path=self.device_path,
                 )
             )
-        self._record(total, clip_ratio(clipping, clip_level, total, clipped_norms), applied)
+        self._finish_step(inputs, clip_level, clipped_norms)
         return loss
-
-    def _state_list(self, params: list[Tensor], key: str) -> list[Tensor]:
-        out = []
-        for p in params:
-            state = self.state[p]
-            if key not in state:
-                # b starts at 0; x̄ starts at x⁰ (its first update has weight 1 anyway).
-                init = torch.zeros_like if key == "momentum_buffer" else torch.clone
-                state[key] = init(p, memory_format=torch.preserve_format).detach()
-            out.append(state[key])
-        return out
 
     def evaluation_point(self) -> list[Tensor]:
         """x̄ with ``average=True`` (the parameters before the first step), else x."""
@@ -169,7 +152,7 @@ def clipped_sgd(
     averages: list[Tensor] | None,
     *,
     lr: float,
-    clip_level: float,
+    clip_threshold: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     clipping: str = "norm",
@@ -179,10 +162,12 @@ def clipped_sgd(
     average_weight: Tensor | None = None,
     foreach: bool = True,
     fused: bool = False,
+    device_path: bool | None = None,
 ) -> Tensor | None:
     """Functional clipped-SGD step over one list of tensors (see :class:`ClippedSGD`).
 
     Args:
+        clip_threshold: λ, the clipping level of the step (clipped-SGD's ``clip_level``).
         momentum_buffers: b per tensor, required when ``momentum`` > 0.
         averages: x̄ per tensor, updated with ``average_weight`` before x moves.
         norms, total_norm: per-tensor and global pre-clip norms; computed from ``grads``
@@ -191,130 +176,23 @@ def clipped_sgd(
             norm is finite).
         average_weight: 1/(k+1) for this step (0 to skip), a 0-dim tensor.
         fused: run :func:`optim.fused.fused_clipped_sgd` (one pass) instead of the
-            clip + update kernels; ``foreach`` then only affects the norms.
+            kernels of :mod:`optim.kernels`; ``foreach`` then only affects the norms.
+        device_path: as in :class:`ClippedSGD`.
 
     Returns:
         ‖clip(g)‖ over these tensors for ``layer_wise``/``coordinate_wise``, else None.
+
+    Raises:
+        ValueError: missing momentum buffers or average weight, an unknown clipping kind.
     """
-    if norms is None:
-        norms = tensor_norms(grads, foreach=foreach)
-    if total_norm is None:
-        total_norm = global_norm(norms)
-    if applied is None:
-        applied = torch.isfinite(total_norm)
+    norms, total_norm, applied = measured(grads, norms, total_norm, applied, foreach)
     if momentum and momentum_buffers is None:
         raise ValueError("clipped_sgd: momentum > 0 needs momentum_buffers")
     if averages is not None and average_weight is None:
         raise ValueError("clipped_sgd: averages need an average_weight")
-    if fused:
-        from .fused import fused_clipped_sgd
-
-        return fused_clipped_sgd(
-            params, grads, momentum_buffers, averages, lr=lr, clip_level=clip_level, momentum=momentum,
-            weight_decay=weight_decay, clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
-            average_weight=average_weight,
-        )  # fmt: skip
-    kernel = _foreach_clipped_sgd if foreach else _single_tensor_clipped_sgd
-    if host_path(clipping, applied, params):
-        # CPU: reading a 0-dim tensor costs nothing, so a skipped step returns here and
-        # the clip coefficient enters the update as a number: no masked copy of the
-        # gradients is made (a fresh copy per step is page faults on a CPU).
-        if bool(applied):
-            kernel(params, grads, momentum_buffers, averages, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                   applied=None, average_weight=average_weight,
-                   grad_scale=float(clip_coefficient(total_norm, clip_level)))  # fmt: skip
-        return None
-    clipped, clipped_norm = clip_gradients(
-        grads, clip_level, clipping, norms=norms, total_norm=total_norm, applied=applied, foreach=foreach
-    )
-    kernel(
-        params,
-        clipped,
-        momentum_buffers,
-        averages,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        applied=applied.to(params[0].dtype),
-        average_weight=average_weight,
-    )
-    return clipped_norm
-
-
-def _single_tensor_clipped_sgd(
-    params: list[Tensor],
-    clipped: list[Tensor],
-    momentum_buffers: list[Tensor] | None,
-    averages: list[Tensor] | None,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    applied: Tensor | None,
-    average_weight: Tensor | None,
-    grad_scale: float | None = None,
-) -> None:
-    # `clipped` is zero on a skipped step; `applied` (0/1) masks the remaining terms.
-    # With `grad_scale` (host path), `clipped` holds the raw gradients, the clipped one is
-    # grad_scale·g, and the step is known to be applied.
-    for i, (x, d) in enumerate(zip(params, clipped)):
-        if averages is not None:
-            averages[i].lerp_(x, average_weight.to(x.dtype))
-        if grad_scale is not None:
-            if momentum:
-                b = momentum_buffers[i].mul_(momentum).add_(d, alpha=grad_scale)
-                if weight_decay:
-                    b.add_(x, alpha=weight_decay)
-                x.add_(b, alpha=-lr)
-            else:
-                if weight_decay:
-                    x.mul_(1 - lr * weight_decay)
-                x.add_(d, alpha=-lr * grad_scale)
-            continue
-        if weight_decay:
-            d.addcmul_(x, applied, value=weight_decay)
-        if momentum:
-            b = momentum_buffers[i]
-            # μ on an applied step, 1 on a skipped one: b stays as it was.
-            b.mul_(1 + applied * (momentum - 1)).add_(d)
-            x.addcmul_(b, applied, value=-lr)
-        else:
-            x.add_(d, alpha=-lr)
-
-
-def _foreach_clipped_sgd(
-    params: list[Tensor],
-    clipped: list[Tensor],
-    momentum_buffers: list[Tensor] | None,
-    averages: list[Tensor] | None,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    applied: Tensor | None,
-    average_weight: Tensor | None,
-    grad_scale: float | None = None,
-) -> None:
-    n = len(params)
-    if averages is not None:
-        torch._foreach_lerp_(averages, params, [average_weight.to(params[0].dtype)] * n)
-    if grad_scale is not None:  # as in _single_tensor_clipped_sgd
-        if momentum:
-            torch._foreach_mul_(momentum_buffers, momentum)
-            torch._foreach_add_(momentum_buffers, clipped, alpha=grad_scale)
-            if weight_decay:
-                torch._foreach_add_(momentum_buffers, params, alpha=weight_decay)
-            torch._foreach_add_(params, momentum_buffers, alpha=-lr)
-        else:
-            if weight_decay:
-                torch._foreach_mul_(params, 1 - lr * weight_decay)
-            torch._foreach_add_(params, clipped, alpha=-lr * grad_scale)
-        return
-    if weight_decay:
-        torch._foreach_addcmul_(clipped, params, [applied] * n, value=weight_decay)
-    if momentum:
-        torch._foreach_mul_(momentum_buffers, 1 + applied * (momentum - 1))
-        torch._foreach_add_(momentum_buffers, clipped)
-        torch._foreach_addcmul_(params, momentum_buffers, [applied] * n, value=-lr)
-    else:
-        torch._foreach_add_(params, clipped, alpha=-lr)
+    update = fused_kernels.fused_clipped_sgd if fused else functools.partial(sgd_update, foreach=foreach)
+    return update(
+        params, grads, momentum_buffers, averages, lr=lr, clip_threshold=clip_threshold, momentum=momentum,
+        weight_decay=weight_decay, clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
+        average_weight=average_weight, device_path=device_path,
+    )  # fmt: skip

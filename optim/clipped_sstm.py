@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 
+from . import fused as fused_kernels
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_path, tensor_norms
+from .clipping import CLIPPING_KINDS
+from .kernels import measured, sstm_update
 
 __all__ = ["ClippedSSTM", "clipped_sstm", "sstm_schedule"]
 
@@ -46,8 +49,9 @@ class ClippedSSTM(ClippedOptimizer):
             group; the schedule and the clipping are one per optimizer.
         lr: 1/a, the stepsize parameter (a > 0); the reference uses the same convention.
         L: Lipschitz constant of the gradient (> 0).
-        clip_level: B > 0; the clipping level of step k is λ_{k+1} = B/α_{k+1}
-            (``inf`` disables clipping: the unclipped SSTM).
+        clip_level: B > 0; the clipping threshold of step k is λ_{k+1} = B/α_{k+1}
+            (``clip_threshold`` in the functional and the state; ``inf`` disables
+            clipping: the unclipped SSTM).
         nu: Hölder exponent ν in [0, 1] (1: smooth).
         max_ratio: r in (0, 1]; 1 turns the ratio cap off.
         weight_decay: w ≥ 0, added to the gradient before clipping.
@@ -58,8 +62,11 @@ class ClippedSSTM(ClippedOptimizer):
             Triton is installed; True elsewhere raises (CPU only under the Triton
             interpreter, for tests).
         nonfinite: ``"skip"`` (count the step, change nothing) or ``"raise"``.
+        device_path: True runs the accelerator code path (no host reads) on CPU tensors
+            too; None: the CPU host path where it applies (see :mod:`optim.kernels`).
 
-    State (``self.state[p]``): ``y`` (yᵏ), ``z`` (zᵏ).
+    State (``self.state[p]``): ``y`` (yᵏ), ``z`` (zᵏ); float32 for bf16/fp16 parameters
+    (x is re-derived from them every step; :meth:`evaluation_point` returns y as kept).
 
     Optimizer state (``self.global_state``): ``step`` (k), ``A`` (A_k as it enters
     iteration k), ``alpha`` (α_{k} of the last step), ``clip_threshold`` (λ_k of the last
@@ -71,6 +78,9 @@ class ClippedSSTM(ClippedOptimizer):
     """
 
     _global_hparams = ("lr", "L", "clip_level", "nu", "max_ratio", "clipping")
+    _accumulators = ("y", "z")
+    _extra_global_state = ("A", "alpha", "clip_threshold")
+    _decay_before_clipping = True
 
     def __init__(
         self,
@@ -86,17 +96,11 @@ class ClippedSSTM(ClippedOptimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         nonfinite: str = "skip",
+        device_path: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            L=L,
-            clip_level=clip_level,
-            nu=nu,
-            max_ratio=max_ratio,
-            weight_decay=weight_decay,
-            clipping=clipping,
-        )
-        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused)
+        defaults = dict(lr=lr, L=L, clip_level=clip_level, nu=nu, max_ratio=max_ratio, weight_decay=weight_decay,
+                        clipping=clipping)  # fmt: skip
+        super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite, fused=fused, device_path=device_path)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_positive("lr", group["lr"])
@@ -110,33 +114,21 @@ class ClippedSSTM(ClippedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step; ``closure`` (re-evaluating the loss at x^{k+1}) is optional."""
-        loss = self._run_closure(closure)
-        collected = self._collect()
-        all_grads = [g for _, _, grads in collected for g in grads]
-        if not all_grads:
+        loss, inputs = self._start_step(closure)
+        if inputs is None:
             return loss
-        self._init_global_state(all_grads[0].device, extra=("A", "alpha", "clip_threshold"))
-        foreach = self._use_foreach(all_grads)
-        fused = self._use_fused(all_grads)
-        lr, L, clip_level, nu, max_ratio, clipping = (self._shared(k) for k in self._global_hparams)
-        collected = [
-            (group, params, _with_weight_decay(grads, params, group["weight_decay"], foreach))
-            for group, params, grads in collected
-        ]
-        norms, total, applied = self._measure([grads for _, _, grads in collected], foreach)
-        gs = self.global_state
-        applied_f = applied.to(gs["A"].dtype)
+        schedule = {k: inputs.hparams[k] for k in ("lr", "L", "nu", "max_ratio")}
+        gs, applied = self.global_state, inputs.applied
         # Iteration k (the one that produced x^{k+1}) and, if this step is applied, k+1.
-        alpha, _, A_next = sstm_schedule(gs["step"], gs["A"], lr=lr, L=L, nu=nu, max_ratio=max_ratio)
-        alpha2, _, A_next2 = sstm_schedule(gs["step"] + 1, A_next, lr=lr, L=L, nu=nu, max_ratio=max_ratio)
-        y_weight = applied_f * alpha / A_next
+        alpha, _, A_next = sstm_schedule(gs["step"], gs["A"], **schedule)
+        alpha2, _, A_next2 = sstm_schedule(gs["step"] + 1, A_next, **schedule)
+        y_weight = applied.to(gs["A"].dtype) * alpha / A_next
         x_weight = torch.where(applied, alpha2 / A_next2, alpha / A_next)
-        threshold = clip_level / alpha
+        threshold = inputs.hparams["clip_level"] / alpha  # λ_{k+1} = B / α_{k+1}
         clipped_norms = []
-        for (group, params, grads), group_norms in zip(collected, norms):
-            if not params:
-                continue
-            ys, zs = self._state_lists(params)
+        for (group, params, grads), norms in zip(inputs.groups, inputs.norms):
+            ys = self._state(params, "y", torch.clone)  # y⁰ = z⁰ = x⁰
+            zs = self._state(params, "z", torch.clone)
             clipped_norms.append(
                 clipped_sstm(
                     params,
@@ -144,33 +136,23 @@ class ClippedSSTM(ClippedOptimizer):
                     ys,
                     zs,
                     alpha=alpha,
-                    clip_level=threshold,
+                    clip_threshold=threshold,
                     y_weight=y_weight,
                     x_weight=x_weight,
-                    clipping=clipping,
-                    norms=group_norms,
-                    total_norm=total,
+                    clipping=inputs.clipping.name,
+                    norms=norms,
+                    total_norm=inputs.total_norm,
                     applied=applied,
-                    foreach=foreach,
-                    fused=fused,
+                    foreach=inputs.foreach,
+                    fused=inputs.fused,
+                    device_path=self.device_path,
                 )
             )
         gs["A"].copy_(torch.where(applied, A_next, gs["A"]))
         gs["alpha"].copy_(alpha)
         gs["clip_threshold"].copy_(threshold)
-        self._record(total, clip_ratio(clipping, threshold, total, clipped_norms), applied)
+        self._finish_step(inputs, threshold, clipped_norms)
         return loss
-
-    def _state_lists(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        ys, zs = [], []
-        for p in params:
-            state = self.state[p]
-            if "y" not in state:
-                state["y"] = p.detach().clone(memory_format=torch.preserve_format)
-                state["z"] = p.detach().clone(memory_format=torch.preserve_format)
-            ys.append(state["y"])
-            zs.append(state["z"])
-        return ys, zs
 
     def _extra_stats(self) -> dict[str, Tensor]:
         return {"alpha": self.global_state["alpha"], "clip_threshold": self.global_state["clip_threshold"]}
@@ -205,7 +187,7 @@ def clipped_sstm(
     zs: list[Tensor],
     *,
     alpha: Tensor,
-    clip_level: Tensor | float,
+    clip_threshold: Tensor | float,
     y_weight: Tensor,
     x_weight: Tensor,
     clipping: str = "norm",
@@ -214,102 +196,26 @@ def clipped_sstm(
     applied: Tensor | None = None,
     foreach: bool = True,
     fused: bool = False,
+    device_path: bool | None = None,
 ) -> Tensor | None:
     """Functional clipped-SSTM update over one list of tensors (see :class:`ClippedSSTM`).
 
     Computes z ← z - α·clip(g, λ), y ← lerp(y, z, y_weight), x ← lerp(y, z, x_weight).
 
     Args:
-        alpha: α_{k+1}; clip_level: λ_{k+1} = B/α_{k+1} (0-dim tensors or floats).
+        alpha: α_{k+1}; clip_threshold: λ_{k+1} = B/α_{k+1}, the threshold of this step
+            (not the class's ``clip_level`` B); 0-dim tensors or floats.
         y_weight: α_{k+1}/A_{k+1}, or 0 on a skipped step.
         x_weight: α_{k+2}/A_{k+2} of the next iteration (α_{k+1}/A_{k+1} when skipped).
-        norms, total_norm, applied, fused: as in :func:`~optim.clipped_sgd.clipped_sgd`.
+        norms, total_norm, applied, fused, device_path: as in
+            :func:`~optim.clipped_sgd.clipped_sgd`.
 
     Returns:
         ‖clip(g)‖ over these tensors for ``layer_wise``/``coordinate_wise``, else None.
     """
-    if norms is None:
-        norms = tensor_norms(grads, foreach=foreach)
-    if total_norm is None:
-        total_norm = global_norm(norms)
-    if applied is None:
-        applied = torch.isfinite(total_norm)
-    if fused:
-        from .fused import fused_clipped_sstm
-
-        return fused_clipped_sstm(
-            params, grads, ys, zs, alpha=alpha, clip_level=clip_level, y_weight=y_weight, x_weight=x_weight,
-            clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
-        )  # fmt: skip
-    dtype = params[0].dtype
-    kernel = _foreach_clipped_sstm if foreach else _single_tensor_clipped_sstm
-    if host_path(clipping, applied, params):
-        # CPU: as in clipped_sgd, -α·clip coefficient enters z's update as a number, with
-        # no masked copy; a skipped step leaves y and z and re-derives x from them.
-        scale = float(-alpha * clip_coefficient(total_norm, clip_level)) if bool(applied) else None
-        kernel(params, grads if scale is not None else None, ys, zs, y_weight=y_weight.to(dtype),
-               x_weight=x_weight.to(dtype), grad_scale=scale)  # fmt: skip
-        return None
-    steps, clipped_norm = clip_gradients(
-        grads,
-        clip_level,
-        clipping,
-        norms=norms,
-        total_norm=total_norm,
-        applied=applied,
-        scale=-alpha,
-        foreach=foreach,
-    )
-    kernel(params, steps, ys, zs, y_weight=y_weight.to(dtype), x_weight=x_weight.to(dtype))
-    return clipped_norm
-
-
-def _single_tensor_clipped_sstm(
-    params: list[Tensor],
-    steps: list[Tensor] | None,
-    ys: list[Tensor],
-    zs: list[Tensor],
-    *,
-    y_weight: Tensor,
-    x_weight: Tensor,
-    grad_scale: float | None = None,
-) -> None:
-    # With `grad_scale` (host path), `steps` holds the raw gradients: z ← z + grad_scale·g.
-    # steps=None (host path, skipped step): only x is re-derived.
-    for i, (x, y, z) in enumerate(zip(params, ys, zs)):
-        if steps is not None:
-            z.add_(steps[i], alpha=1.0 if grad_scale is None else grad_scale)
-            y.lerp_(z, y_weight)
-        torch.lerp(y, z, x_weight, out=x)
-
-
-def _foreach_clipped_sstm(
-    params: list[Tensor],
-    steps: list[Tensor] | None,
-    ys: list[Tensor],
-    zs: list[Tensor],
-    *,
-    y_weight: Tensor,
-    x_weight: Tensor,
-    grad_scale: float | None = None,
-) -> None:
-    n = len(params)
-    if steps is not None:  # as in _single_tensor_clipped_sstm
-        torch._foreach_add_(zs, steps, alpha=1.0 if grad_scale is None else grad_scale)
-        torch._foreach_lerp_(ys, zs, [y_weight] * n)
-    if params[0].device.type == "cpu":
-        # aten's CPU _foreach_lerp.List_out computes a new list and copies it over: a
-        # fresh allocation (page faults) and two more passes per step.
-        for x, y, z in zip(params, ys, zs):
-            torch.lerp(y, z, x_weight, out=x)
-    else:
-        torch.ops.aten._foreach_lerp.List_out(ys, zs, [x_weight] * n, out=params)
-
-
-def _with_weight_decay(grads: list[Tensor], params: list[Tensor], weight_decay: float, foreach: bool):
-    """g + w·x as new tensors (the gradients stay untouched)."""
-    if not weight_decay or not grads:
-        return grads
-    if foreach:
-        return list(torch._foreach_add(grads, params, alpha=weight_decay))
-    return [g.add(x, alpha=weight_decay) for g, x in zip(grads, params)]
+    norms, total_norm, applied = measured(grads, norms, total_norm, applied, foreach)
+    update = fused_kernels.fused_clipped_sstm if fused else functools.partial(sstm_update, foreach=foreach)
+    return update(
+        params, grads, ys, zs, alpha=alpha, clip_threshold=clip_threshold, y_weight=y_weight, x_weight=x_weight,
+        clipping=clipping, norms=norms, total_norm=total_norm, applied=applied, device_path=device_path,
+    )  # fmt: skip

@@ -1,121 +1,97 @@
 """Fused update kernels for clipped-SGD and clipped-SSTM (Triton), and a ``torch.compile`` variant.
 
-The ``_foreach_*`` kernels of :mod:`optim.clipped_sgd` / :mod:`optim.clipped_sstm` make a
-pass per foreach op (non-finite mask, clip, weight decay, momentum, update, average). The
-kernels here do the same arithmetic in ONE pass that reads each operand once and writes
-each output once, for all tensors of a dtype in ONE launch (clipped-SGD: read g, x, (b),
-(x̄), write x, (b), (x̄); clipped-SSTM: read g, y, z, write z, y, x). With the norm pass
-before it (``torch._foreach_norm``) that is the minimum: the global norm, and whether it
-is finite, must be known before any coordinate moves.
+The kernels of :mod:`optim.kernels` make a pass per foreach op (non-finite mask, clip,
+weight decay, momentum, update, average). The kernels here do the same arithmetic in ONE
+pass that reads each operand once and writes each output once, for all tensors of a dtype
+in ONE launch (clipped-SGD: read g, x, (b), (x̄), write x, (b), (x̄); clipped-SSTM: read g,
+y, z, write z, y, x). With the norm pass before it (``torch._foreach_norm``) that is the
+minimum: the global norm, and whether it is finite, must be known before any coordinate
+moves. How a launch addresses its tensors is :mod:`optim.fused_plans`.
 
-Launch structure (torch's ``_fused_adam`` / apex's ``multi_tensor_apply``, adapted to
-Triton's fixed argument lists): one program per ``BLOCK`` elements of one tensor; an int64
-device table holds each operand's address per tensor, each tensor's size and each
-program's (tensor, offset). The table is built once per set of addresses and cached (the
-caching allocator hands the gradients the same addresses step after step), so a step is
-one launch per dtype with no transfer. Every per-step scalar (global norm, ``applied``,
-per-tensor norms, α, λ, lerp and average weights) is read by the kernel from device
-memory: no host read, a fixed launch configuration, and CUDA-graph capture works (a table
-built during capture is copied from a pinned buffer set aside by an earlier step outside
-capture, and plans a graph uses are never evicted).
-lr, momentum and weight decay are Python floats as in the foreach path: a graph replays
-the values it was captured with. Full blocks are unmasked, so aligned tensors get 128-bit
-accesses. Arithmetic is float32 for float32/bfloat16/float16 parameters (the foreach path
-rounds intermediates to the parameter dtype; results agree to that rounding). Tensors
-must be dense and laid out like their parameter (as autograd and ``preserve_format`` make them).
+Every per-step scalar (global norm, ``applied``, per-tensor norms, α, λ, lerp and average
+weights) is read by the kernel from device memory: no host read, a fixed launch
+configuration, and CUDA-graph capture works. lr, momentum and weight decay are Python
+floats as in the foreach path: a graph replays the values it was captured with. Full
+blocks are unmasked, so aligned tensors get 128-bit accesses. Arithmetic is float32 for
+float32/bfloat16/float16 parameters (the foreach path rounds intermediates to the parameter
+dtype; results agree to that rounding); the accumulators x̄, y, z may be float32 under
+bf16/fp16 parameters (one kernel variant each). Tensors must be dense and laid out like
+their parameter (as autograd and ``preserve_format`` make them).
+
+Configuration is explicit (:mod:`optim.fused_config`): a :class:`FusedConfig` passed as
+``config=``, else the selection of :func:`set_backend`. The Triton interpreter is Triton's
+own switch (``TRITON_INTERPRET=1`` when ``triton.jit`` defines the kernels, i.e. when this
+module is imported): :data:`INTERPRETED` reads it off the kernels.
+
+Why this module is over 400 lines: the Triton kernels (about half of it) and the launch
+that picks their variants belong together, and the kernels must live in the module that
+is re-imported to switch the interpreter on; the launch tables (:mod:`optim.fused_plans`),
+the configuration and the PyTorch kernels (:mod:`optim.kernels`) are already elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import os
-from collections import OrderedDict
-from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .clipping import CLIPPING_KINDS, EPS, global_norm
+from . import fused_plans
+from .clipping import EPS, ClipCode, get_clipping, global_norm
+from .fused_config import (
+    BACKENDS,
+    BLOCK,
+    NUM_WARPS,
+    SUPPORTED_DTYPES,
+    FusedConfig,
+    selected_config,
+    set_backend,
+    support_reason,
+)
+from .kernels import sgd_update, sstm_update
 
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
 except ImportError:  # pragma: no cover - torch wheels for CUDA ship triton
     triton = None
 
 __all__ = [
     "BACKENDS",
+    "BLOCK",
+    "INTERPRETED",
+    "NUM_WARPS",
     "SUPPORTED_DTYPES",
+    "FusedConfig",
     "fused_clipped_sgd",
     "fused_clipped_sstm",
     "fused_support",
+    "selected_config",
     "set_backend",
 ]
 
-BACKENDS = ("triton", "compile")
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# 8 elements (two 128-bit accesses per operand) per thread: ptxas (sm_90) gives these
-# kernels 40-48 registers, against ~150 at 16 per thread (one block per SM). The
-# environment overrides let a GPU session sweep them.
-BLOCK = int(os.environ.get("CLIPBENCH_FUSED_BLOCK", "2048"))
-NUM_WARPS = int(os.environ.get("CLIPBENCH_FUSED_WARPS", "8"))
-_MAX_PLANS = 16
-_CLIPPING_CODE = {kind: i for i, kind in enumerate(CLIPPING_KINDS)}  # norm 0, layer_wise 1, coordinate_wise 2
-# triton.jit reads TRITON_INTERPRET when a kernel is defined, i.e. at import.
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-_backend = os.environ.get("CLIPBENCH_FUSED_BACKEND", "triton")
-if _backend not in BACKENDS:
-    raise ValueError(f"Invalid CLIPBENCH_FUSED_BACKEND: {_backend!r} (must be one of {', '.join(BACKENDS)})")
-_compile_options: dict[str, Any] = {}
+_cache = fused_plans.plan_cache  # the launch tables (tests inspect them)
 
 
-def set_backend(name: str, **compile_options: Any) -> None:
-    """Select what the fused path runs: ``"triton"`` (default) or ``"compile"``.
-
-    Args:
-        name: one of :data:`BACKENDS`.
-        **compile_options: inductor options for ``"compile"`` (e.g. ``combo_kernels=True``,
-            which fuses the per-tensor kernels horizontally).
-
-    Raises:
-        ValueError: unknown name.
-    """
-    global _backend
-    if name not in BACKENDS:
-        raise ValueError(f"Invalid fused backend: {name!r} (must be one of {', '.join(BACKENDS)})")
-    _backend = name
-    if compile_options != _compile_options:
-        _compile_options.clear()
-        _compile_options.update(compile_options)
-        _compiled.cache_clear()
-
-
-def fused_support(tensors: Sequence[Tensor]) -> str | None:
+def fused_support(tensors: Sequence[Tensor], config: FusedConfig | None = None) -> str | None:
     """Why the fused path cannot run on ``tensors``, or None when it can.
 
     The Triton kernels run on CUDA tensors of a supported dtype; on CPU tensors only under
     the Triton interpreter (``TRITON_INTERPRET=1`` when this module is imported), which is
     how the tests run them. The ``compile`` backend runs anywhere.
     """
-    if _backend == "compile":
-        return None
-    if triton is None:
-        return "triton is not installed"
-    for t in tensors:  # once per step: attribute reads only
-        if t.dtype not in SUPPORTED_DTYPES:
-            return f"dtype {t.dtype} is not supported (float32, bfloat16, float16)"
-        if not (t.is_cpu if INTERPRETED else t.is_cuda):
-            where = "on CPU (TRITON_INTERPRET=1)" if INTERPRETED else "on CUDA (on CPU only with TRITON_INTERPRET=1)"
-            return f"tensors must all be {where}; found one on {t.device}"
-    return None
+    return support_reason(tensors, config, triton_installed=triton is not None, interpreted=INTERPRETED)
 
 
 # ----------------------------------------------------------------------------- kernels
 if triton is not None:
     _EPS = tl.constexpr(EPS)
+    # The clipping kinds' codes, from the one table in optim.clipping.
+    _LAYER_WISE = tl.constexpr(int(ClipCode.LAYER_WISE))
+    _COORDINATE_WISE = tl.constexpr(int(ClipCode.COORDINATE_WISE))
 
     @triton.jit
     def _operand(addr, row, n_tensors, t, DT: tl.constexpr, ALIGNED: tl.constexpr):
@@ -171,20 +147,20 @@ if triton is not None:
             lam = tl.load(level_ptr).to(tl.float64)
         else:
             lam = tl.cast(level, tl.float64)  # a Python float under the interpreter
-        if CLIPPING == 1:
+        if CLIPPING == _LAYER_WISE:
             norm = tl.load(norms + t).to(tl.float64)
         else:
             norm = tl.load(total_norm).to(tl.float64)
         # min(1, λ/(‖g‖+eps)), and 0 on a skipped step: λ/NaN is NaN and NaN·0 is NaN.
         factor = tl.where(ok, tl.minimum(lam / (norm + _EPS), 1.0), 0.0)
-        if CLIPPING == 1:  # ‖clip(g_t)‖ = factor·‖g_t‖, written once per tensor
+        if CLIPPING == _LAYER_WISE:  # ‖clip(g_t)‖ = factor·‖g_t‖, written once per tensor
             tl.store(stats + t, (factor * norm).to(tl.float32), mask=start == 0)
         return t, start, n, ok, lam, factor
 
     @triton.jit
     def _clip(g, ok, lam, scale, CLIPPING: tl.constexpr):
         g = tl.where(ok, g, 0.0)  # before any arithmetic: 0·inf is NaN
-        if CLIPPING == 2:
+        if CLIPPING == _COORDINATE_WISE:
             d = tl.minimum(tl.maximum(g, -lam), lam)
         else:
             d = g * scale
@@ -217,6 +193,28 @@ if triton is not None:
                             CLIPPING: tl.constexpr, LEVEL_PTR: tl.constexpr, MOMENTUM: tl.constexpr,
                             WEIGHT_DECAY: tl.constexpr, AVERAGE: tl.constexpr, X_DT: tl.constexpr,
                             G_DT: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+        """x̄ in the parameters' dtype."""
+        _clipped_sgd_program(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm, norms,
+                             level_ptr, avg_weight, stats, level, lr, momentum, weight_decay, CLIPPING, LEVEL_PTR,
+                             MOMENTUM, WEIGHT_DECAY, AVERAGE, X_DT, G_DT, BLOCK, ALIGNED, X_DT)
+
+    @triton.jit
+    def _clipped_sgd_kernel_f32_average(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm,
+                                        norms, level_ptr, avg_weight, stats, level, lr, momentum, weight_decay,
+                                        CLIPPING: tl.constexpr, LEVEL_PTR: tl.constexpr, MOMENTUM: tl.constexpr,
+                                        WEIGHT_DECAY: tl.constexpr, AVERAGE: tl.constexpr, X_DT: tl.constexpr,
+                                        G_DT: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+        """x̄ in float32 (bf16/fp16 parameters)."""
+        _clipped_sgd_program(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm, norms,
+                             level_ptr, avg_weight, stats, level, lr, momentum, weight_decay, CLIPPING, LEVEL_PTR,
+                             MOMENTUM, WEIGHT_DECAY, AVERAGE, X_DT, G_DT, BLOCK, ALIGNED, tl.float32)
+
+    @triton.jit
+    def _clipped_sgd_program(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm, norms,
+                             level_ptr, avg_weight, stats, level, lr, momentum, weight_decay,
+                             CLIPPING: tl.constexpr, LEVEL_PTR: tl.constexpr, MOMENTUM: tl.constexpr,
+                             WEIGHT_DECAY: tl.constexpr, AVERAGE: tl.constexpr, X_DT: tl.constexpr,
+                             G_DT: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr, S_DT: tl.constexpr):
         t, start, n, ok, lam, factor = _prologue(block_tensor, block_start, numels, applied, total_norm, norms,
                                                  level_ptr, level, stats, CLIPPING, LEVEL_PTR, BLOCK)
         x_p = _operand(addr, 0, n_tensors, t, X_DT, ALIGNED)
@@ -228,9 +226,9 @@ if triton is not None:
             b_p = _operand(addr, 2, n_tensors, t, X_DT, ALIGNED)
         if AVERAGE:  # rows: x, g, [b], x̄
             if MOMENTUM:
-                a_p = _operand(addr, 3, n_tensors, t, X_DT, ALIGNED)
+                a_p = _operand(addr, 3, n_tensors, t, S_DT, ALIGNED)
             else:
-                a_p = _operand(addr, 2, n_tensors, t, X_DT, ALIGNED)
+                a_p = _operand(addr, 2, n_tensors, t, S_DT, ALIGNED)
             avg_w = tl.load(avg_weight).to(tl.float32)
         okf = ok.to(tl.float32)
         lam32 = lam.to(tl.float32)
@@ -242,7 +240,7 @@ if triton is not None:
         else:
             sumsq = _sgd_block(x_p, g_p, b_p, a_p, offs, offs < n, ok, okf, lam32, scale, lr, momentum,
                                weight_decay, avg_w, CLIPPING, MOMENTUM, WEIGHT_DECAY, AVERAGE, False)
-        if CLIPPING == 2:  # ‖clip(g)‖² of this block; the caller sums the blocks (one small reduction)
+        if CLIPPING == _COORDINATE_WISE:  # ‖clip(g)‖² of this block; the caller sums the blocks
             tl.store(stats + tl.program_id(0), sumsq)
 
     @triton.jit
@@ -250,7 +248,7 @@ if triton is not None:
                     CLIPPING: tl.constexpr, FULL: tl.constexpr):
         d = _clip(_ld(g_p, offs, mask, FULL), ok, lam, scale, CLIPPING)
         sumsq = _sum(d * d)
-        if CLIPPING == 2:
+        if CLIPPING == _COORDINATE_WISE:
             d = d * neg_alpha  # norm/layer_wise fold -α into `scale`
         z = _ld(z_p, offs, mask, FULL) + d
         y = _lerp(_ld(y_p, offs, mask, FULL), z, w_y)
@@ -264,12 +262,32 @@ if triton is not None:
                              level_ptr, alpha, y_weight, x_weight, stats, level,
                              CLIPPING: tl.constexpr, LEVEL_PTR: tl.constexpr, X_DT: tl.constexpr,
                              G_DT: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+        """y, z in the parameters' dtype."""
+        _clipped_sstm_program(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm, norms,
+                              level_ptr, alpha, y_weight, x_weight, stats, level, CLIPPING, LEVEL_PTR, X_DT, G_DT,
+                              BLOCK, ALIGNED, X_DT)
+
+    @triton.jit
+    def _clipped_sstm_kernel_f32_state(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm,
+                                       norms, level_ptr, alpha, y_weight, x_weight, stats, level,
+                                       CLIPPING: tl.constexpr, LEVEL_PTR: tl.constexpr, X_DT: tl.constexpr,
+                                       G_DT: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+        """y, z in float32 (bf16/fp16 parameters)."""
+        _clipped_sstm_program(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm, norms,
+                              level_ptr, alpha, y_weight, x_weight, stats, level, CLIPPING, LEVEL_PTR, X_DT, G_DT,
+                              BLOCK, ALIGNED, tl.float32)
+
+    @triton.jit
+    def _clipped_sstm_program(addr, numels, block_tensor, block_start, n_tensors, applied, total_norm, norms,
+                              level_ptr, alpha, y_weight, x_weight, stats, level,
+                              CLIPPING: tl.constexpr, LEVEL_PTR: tl.constexpr, X_DT: tl.constexpr,
+                              G_DT: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr, S_DT: tl.constexpr):
         t, start, n, ok, lam, factor = _prologue(block_tensor, block_start, numels, applied, total_norm, norms,
                                                  level_ptr, level, stats, CLIPPING, LEVEL_PTR, BLOCK)
         x_p = _operand(addr, 0, n_tensors, t, X_DT, ALIGNED)
         g_p = _operand(addr, 1, n_tensors, t, G_DT, ALIGNED)
-        y_p = _operand(addr, 2, n_tensors, t, X_DT, ALIGNED)
-        z_p = _operand(addr, 3, n_tensors, t, X_DT, ALIGNED)
+        y_p = _operand(addr, 2, n_tensors, t, S_DT, ALIGNED)
+        z_p = _operand(addr, 3, n_tensors, t, S_DT, ALIGNED)
         neg_alpha64 = -tl.load(alpha).to(tl.float64)
         scale = (factor * neg_alpha64).to(tl.float32)
         neg_alpha = neg_alpha64.to(tl.float32)
@@ -283,177 +301,62 @@ if triton is not None:
         else:
             sumsq = _sstm_block(x_p, g_p, y_p, z_p, offs, offs < n, ok, lam32, scale, neg_alpha, w_y, w_x,
                                 CLIPPING, False)
-        if CLIPPING == 2:
+        if CLIPPING == _COORDINATE_WISE:
             tl.store(stats + tl.program_id(0), sumsq)
 
 
 # ------------------------------------------------------------------------ launch plans
-@dataclass
-class _Plan:
-    """Device tables for the tensors of one dtype (see the module docstring)."""
-
-    index: list[int]  # which tensors of the call
-    x_dtype: Any  # triton dtypes of the parameters (and state) and of the gradients
-    g_dtype: Any
-    addr: Tensor  # int64 [rows, n]: operand addresses
-    numels: Tensor  # int64 [n]
-    block_tensor: Tensor  # int64 [blocks]
-    block_start: Tensor  # int64 [blocks]
-    stats: Tensor  # float32 [max(blocks, n)]: per-block ‖clip(g)‖² or per-tensor ‖clip(g_t)‖
-    n: int
-    blocks: int
-    aligned: bool
-    host: Tensor | None  # the pinned source of the tables: a graph's memcpy node reads it
-    captured: bool = False  # used in a CUDA graph: its tables must outlive the cache
 
 
-_cache: OrderedDict[tuple, list[_Plan]] = OrderedDict()
-# Pinned buffers set aside outside capture: pinned memory cannot be allocated while a
-# stream is being captured, but a table built then must be copied from pinned memory.
-_spares: list[Tensor] = []
-_MAX_SPARES = 4
+# triton.jit chose when it defined the kernels above (TRITON_INTERPRET=1 then).
+INTERPRETED = triton is not None and isinstance(_clipped_sgd_kernel, InterpretedFunction)
 
 
-def _dense(t: Tensor) -> bool:
-    """Non-overlapping and dense: the elements fill ``numel()`` consecutive slots."""
-    expected = 1
-    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _plans(rows: Sequence[Sequence[Tensor]]) -> list[_Plan]:
-    """The cached plans for ``rows`` (operand lists, the parameters first), one per
-    (parameter dtype, gradient dtype), built when the addresses are new.
-
-    The key is every operand's address: a step costs one lookup (a few µs per tensor).
-
-    Raises:
-        ValueError: a tensor is not dense, or an operand's size, strides, dtype or device
-            differ from its parameter's.
-    """
-    key = (BLOCK, *map(len, rows), *map(Tensor.data_ptr, chain.from_iterable(rows)))
-    capturing = rows[0][0].is_cuda and torch.cuda.is_current_stream_capturing()
-    plans = _cache.get(key)
-    if plans is not None:
-        _cache.move_to_end(key)
-        for plan in plans if capturing else ():
-            plan.captured = True
-        return plans
-    xs = rows[0]
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(xs):
-        if not _dense(x) or x.device != xs[0].device:
-            raise ValueError(f"fused: parameter {i} ({tuple(x.shape)}, {x.stride()}, {x.device}) is not dense "
-                             f"or not on {xs[0].device}; use fused=False")  # fmt: skip
-        for r, row in enumerate(rows[1:], 1):
-            t = row[i]
-            if t.shape != x.shape or t.stride() != x.stride() or t.device != x.device:
-                raise ValueError(
-                    f"fused: operand {r} of parameter {i} has shape {tuple(t.shape)}, strides {t.stride()} on "
-                    f"{t.device}; the parameter has {tuple(x.shape)}, {x.stride()} on {x.device}. "
-                    "Use fused=False for such tensors."
-                )
-            if r > 1 and t.dtype != x.dtype:
-                raise ValueError(f"fused: state {r} of parameter {i} is {t.dtype}, the parameter {x.dtype}")
-        groups.setdefault((x.dtype, rows[1][i].dtype), []).append(i)
-    plans = [_build([[row[i] for i in index] for row in rows], index, capturing) for index in groups.values()]
-    _cache[key] = plans
-    # Evict the oldest plan no graph uses (a replay would read freed tables).
-    old = next((k for k, v in _cache.items() if not any(p.captured for p in v)), None)
-    if len(_cache) > _MAX_PLANS and old is not None:
-        del _cache[old]
-    return plans
-
-
-def _build(rows: list[list[Tensor]], index: list[int], capturing: bool) -> _Plan:
-    numels = [x.numel() for x in rows[0]]
-    starts = [(i, s) for i, m in enumerate(numels) for s in range(0, m, BLOCK)]
-    host = torch.tensor(
-        [t.data_ptr() for row in rows for t in row] + numels + [i for i, _ in starts] + [s for _, s in starts],
-        dtype=torch.int64,
-    )
-    device = rows[0][0].device
-    if device.type != "cuda":
-        table, host = host, None
-    else:  # pinned + non_blocking: no host sync, and a legal memcpy node during capture
-        host = _pinned(host, capturing)
-        table = torch.empty(host.shape, dtype=host.dtype, device=device).copy_(host, non_blocking=True)
-    n, b, r = len(numels), len(starts), len(rows)
-    return _Plan(
-        index=index,
-        x_dtype=_tl(rows[0][0].dtype),
-        g_dtype=_tl(rows[1][0].dtype),
-        addr=table[: r * n],
-        numels=table[r * n : (r + 1) * n],
-        block_tensor=table[(r + 1) * n : (r + 1) * n + b],
-        block_start=table[(r + 1) * n + b :],
-        stats=torch.zeros(max(b, n), dtype=torch.float32, device=device),
-        n=n,
-        blocks=b,
-        aligned=all(t.data_ptr() % 16 == 0 for row in rows for t in row),
-        host=host,
-    )
-
-
-def _pinned(host: Tensor, capturing: bool) -> Tensor:
-    """``host`` in pinned memory: a fresh buffer outside capture (and one set aside for
-    a later capture), a set-aside buffer during capture."""
-    if not capturing:
-        if len(_spares) < _MAX_SPARES:
-            _spares.append(torch.empty(host.numel(), dtype=host.dtype, pin_memory=True))
-        return host.pin_memory()
-    spare = next((b for b in _spares if b.numel() >= host.numel()), None)
-    if spare is None:
-        raise RuntimeError(
-            "fused: a CUDA graph is capturing a step on tensors of a size the fused kernels have not run on "
-            "outside capture; run one step before capturing (as torch.cuda.graphs asks for warm-up anyway)"
-        )
-    _spares.remove(spare)  # the graph's memcpy node reads it at every replay: never reused
-    return spare[: host.numel()].copy_(host)
-
-
+# ------------------------------------------------------------------------------ launch
 def _tl(dtype: torch.dtype) -> Any:
     return {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype]
 
 
 @torch.compiler.disable  # plan caching reads addresses: nothing for dynamo to trace
-def _run(kernel, clipping: str, rows: list[list[Tensor]], norms: Sequence[Tensor], total_norm: Tensor,
-         applied: Tensor, clip_level: float | Tensor, pointers: tuple, floats: tuple, flags: dict) -> Tensor | None:
-    """One launch per dtype group; returns ``‖clip(g)‖`` over ``rows[1]`` (None for ``norm``)."""
-    code = _CLIPPING_CODE.get(clipping)
-    if code is None:
-        raise ValueError(f"Invalid clipping: {clipping!r} (must be one of {CLIPPING_KINDS})")
+def _run(kernels: tuple, clipping: str, rows: list[list[Tensor]], accumulators: tuple[int, ...],
+         norms: Sequence[Tensor], total_norm: Tensor, applied: Tensor, clip_threshold: float | Tensor,
+         pointers: tuple, floats: tuple, flags: dict, config: FusedConfig) -> Tensor | None:  # fmt: skip
+    """One launch per dtype group; returns ``‖clip(g)‖`` over ``rows[1]`` (None for ``norm``).
+
+    ``kernels``: the variant with the accumulators in the parameters' dtype, and the one
+    with float32 accumulators.
+    """
+    code = get_clipping(clipping).code
     # λ is a device tensor for clipped-SSTM (B/α_k) and a float for clipped-SGD; the unused
     # argument gets a placeholder that the kernel never reads.
-    level_is_ptr = isinstance(clip_level, Tensor)
-    level_ptr, level = (clip_level, 0.0) if level_is_ptr else (total_norm, float(clip_level))
+    level_is_ptr = isinstance(clip_threshold, Tensor)
+    level_ptr, level = (clip_threshold, 0.0) if level_is_ptr else (total_norm, float(clip_threshold))
     parts = []
     guard = torch.cuda.device(total_norm.device) if total_norm.is_cuda else contextlib.nullcontext()
     with guard:  # Triton launches on the current device
-        for plan in _plans(rows):
+        for plan in fused_plans.plans(rows, config.block, accumulators):
             # layer_wise reads the per-tensor norms from one buffer: one small launch.
-            group_norms = torch.stack([norms[i] for i in plan.index]) if code == 1 else total_norm
+            layer_wise = code == ClipCode.LAYER_WISE
+            group_norms = torch.stack([norms[i] for i in plan.index]) if layer_wise else total_norm
             if plan.blocks == 0:  # only empty tensors: nothing to update (and no empty grid)
                 parts.append(plan.stats[:0].sum())
                 continue
+            kernel = kernels[plan.state_dtype not in (None, plan.x_dtype)]
             kernel[(plan.blocks,)](
                 plan.addr, plan.numels, plan.block_tensor, plan.block_start, plan.n, applied, total_norm,
                 group_norms, level_ptr, *pointers, plan.stats, level, *floats,
-                CLIPPING=code, LEVEL_PTR=level_is_ptr, X_DT=plan.x_dtype, G_DT=plan.g_dtype,
-                BLOCK=BLOCK, ALIGNED=plan.aligned, num_warps=NUM_WARPS, **flags,
+                CLIPPING=int(code), LEVEL_PTR=level_is_ptr, X_DT=_tl(plan.x_dtype), G_DT=_tl(plan.g_dtype),
+                BLOCK=config.block, ALIGNED=plan.aligned, num_warps=config.num_warps, **flags,
             )  # fmt: skip
-            if code == 1:
+            if layer_wise:
                 parts.append(torch.linalg.vector_norm(plan.stats[: plan.n]))
-            elif code == 2:
+            elif code == ClipCode.COORDINATE_WISE:
                 parts.append(plan.stats[: plan.blocks].sum().sqrt())
-    if code == 0:
+    if code == ClipCode.NORM:
         return None
     out = parts[0] if len(parts) == 1 else global_norm(parts)
-    if code == 1 and level_is_ptr:  # the foreach path's factors take λ's dtype (float64)
-        out = out.to(torch.promote_types(out.dtype, clip_level.dtype))
+    if code == ClipCode.LAYER_WISE and level_is_ptr:  # the foreach path's factors take λ's dtype (float64)
+        out = out.to(torch.promote_types(out.dtype, clip_threshold.dtype))
     return out
 
 
@@ -464,7 +367,7 @@ def fused_clipped_sgd(
     averages: list[Tensor] | None,
     *,
     lr: float,
-    clip_level: float,
+    clip_threshold: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     clipping: str = "norm",
@@ -472,19 +375,24 @@ def fused_clipped_sgd(
     total_norm: Tensor,
     applied: Tensor,
     average_weight: Tensor | None = None,
+    config: FusedConfig | None = None,
+    device_path: bool | None = None,
 ) -> Tensor | None:
     """:func:`optim.clipped_sgd.clipped_sgd` in one pass: same arguments, same result.
 
-    Per coordinate: d = clip(g) (0 when ``applied`` is False), x̄ ← lerp(x̄, x, 1/(k+1)),
+    Per coordinate: d = clip(g, λ) (0 when ``applied`` is False), x̄ ← lerp(x̄, x, 1/(k+1)),
     d += w·x, b ← μ·b + d, x ← x - γ·b (x - γ·d without momentum).
 
     Args:
         params, grads, momentum_buffers, averages: x, g, b, x̄; one device, dense, each
-            operand laid out like its parameter.
-        lr, clip_level, momentum, weight_decay, clipping: γ, λ, μ, w, the clipping kind.
+            operand laid out like its parameter (x̄ may be float32 under bf16/fp16 x).
+        lr, clip_threshold, momentum, weight_decay, clipping: γ, λ, μ, w, the clipping kind.
         norms, total_norm, applied: per-tensor and global pre-clip norms and the
             finiteness mask (0-dim device tensors, as the optimizer computes them).
         average_weight: 1/(k+1) (0 on a skipped step), a 0-dim device tensor.
+        config: what runs (default: :func:`selected_config`).
+        device_path: accepted for the functional's signature; the fused path never reads
+            a device value on the host.
 
     Returns:
         ‖clip(g)‖ over these tensors for ``layer_wise``/``coordinate_wise`` (computed in
@@ -498,17 +406,20 @@ def fused_clipped_sgd(
         raise ValueError("fused_clipped_sgd: momentum > 0 needs momentum_buffers")
     if averages is not None and average_weight is None:
         raise ValueError("fused_clipped_sgd: averages need an average_weight")
-    if _backend == "compile":
-        return _compiled("sgd")(
-            params, grads, momentum_buffers, averages, lr=lr, clip_level=clip_level, momentum=momentum,
+    config = config or selected_config()
+    if config.backend == "compile":
+        return _compiled(sgd_update, config.compile_options)(
+            params, grads, momentum_buffers, averages, lr=lr, clip_threshold=clip_threshold, momentum=momentum,
             weight_decay=weight_decay, clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
-            average_weight=average_weight,
+            average_weight=average_weight, device_path=True,
         )  # fmt: skip
-    rows = [list(params), list(grads)] + [list(s) for s in (momentum_buffers if momentum else None, averages) if s]
+    states = [list(s) for s in (momentum_buffers if momentum else None, averages) if s]
+    rows = [list(params), list(grads), *states]
     flags = dict(MOMENTUM=bool(momentum), WEIGHT_DECAY=bool(weight_decay), AVERAGE=averages is not None)
-    return _run(_clipped_sgd_kernel, clipping, rows, norms, total_norm, applied, clip_level,
+    return _run((_clipped_sgd_kernel, _clipped_sgd_kernel_f32_average), clipping, rows,
+                (len(rows) - 1,) if averages is not None else (), norms, total_norm, applied, clip_threshold,
                 (total_norm if average_weight is None else average_weight,),
-                (float(lr), float(momentum), float(weight_decay)), flags)
+                (float(lr), float(momentum), float(weight_decay)), flags, config)  # fmt: skip
 
 
 def fused_clipped_sstm(
@@ -518,24 +429,29 @@ def fused_clipped_sstm(
     zs: list[Tensor],
     *,
     alpha: Tensor,
-    clip_level: Tensor | float,
+    clip_threshold: Tensor | float,
     y_weight: Tensor,
     x_weight: Tensor,
     clipping: str = "norm",
     norms: list[Tensor],
     total_norm: Tensor,
     applied: Tensor,
+    config: FusedConfig | None = None,
+    device_path: bool | None = None,
 ) -> Tensor | None:
     """:func:`optim.clipped_sstm.clipped_sstm` in one pass: same arguments, same result.
 
     Per coordinate: z ← z - α·clip(g, λ), y ← lerp(y, z, y_weight), x ← lerp(y, z, x_weight).
 
     Args:
-        params, grads, ys, zs: x, g, y, z; one device, dense, laid out like x.
-        alpha, clip_level, y_weight, x_weight: α_{k+1}, λ_{k+1} (device tensor or float),
-            α_{k+1}/A_{k+1} (0 when skipped) and α_{k+2}/A_{k+2}: 0-dim tensors of any float
-            dtype (the optimizer keeps its schedule in float64), read by the kernel.
-        clipping, norms, total_norm, applied: as in :func:`fused_clipped_sgd`.
+        params, grads, ys, zs: x, g, y, z; one device, dense, laid out like x (y and z may
+            be float32 under bf16/fp16 x).
+        alpha, clip_threshold, y_weight, x_weight: α_{k+1}, λ_{k+1} = B/α_{k+1} (device
+            tensor or float), α_{k+1}/A_{k+1} (0 when skipped) and α_{k+2}/A_{k+2}: 0-dim
+            tensors of any float dtype (the optimizer keeps its schedule in float64), read
+            by the kernel.
+        clipping, norms, total_norm, applied, config, device_path: as in
+            :func:`fused_clipped_sgd`.
 
     Returns:
         ‖clip(g)‖ over these tensors for ``layer_wise``/``coordinate_wise``, else None.
@@ -543,24 +459,23 @@ def fused_clipped_sstm(
     Raises:
         ValueError: an invalid clipping kind, or tensors the kernel cannot address.
     """
-    if _backend == "compile":
-        return _compiled("sstm")(
-            params, grads, ys, zs, alpha=alpha, clip_level=clip_level, y_weight=y_weight, x_weight=x_weight,
-            clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
+    config = config or selected_config()
+    if config.backend == "compile":
+        return _compiled(sstm_update, config.compile_options)(
+            params, grads, ys, zs, alpha=alpha, clip_threshold=clip_threshold, y_weight=y_weight,
+            x_weight=x_weight, clipping=clipping, norms=norms, total_norm=total_norm, applied=applied,
+            device_path=True,
         )  # fmt: skip
-    return _run(_clipped_sstm_kernel, clipping, [list(params), list(grads), list(ys), list(zs)], norms,
-                total_norm, applied, clip_level, (alpha, y_weight, x_weight), (), {})
+    return _run((_clipped_sstm_kernel, _clipped_sstm_kernel_f32_state), clipping,
+                [list(params), list(grads), list(ys), list(zs)], (2, 3), norms, total_norm, applied,
+                clip_threshold, (alpha, y_weight, x_weight), (), {}, config)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(kind: str) -> Callable[..., Tensor | None]:
-    """``torch.compile`` of the foreach functional itself, so the math stays written once."""
-    if kind == "sgd":
-        from .clipped_sgd import clipped_sgd as functional
-    else:
-        from .clipped_sstm import clipped_sstm as functional
+def _compiled(update: Callable[..., Tensor | None], options: tuple) -> Callable[..., Tensor | None]:
+    """``torch.compile`` of the foreach kernels themselves, so the math stays written once."""
 
     def foreach_step(*args: Any, **kwargs: Any) -> Tensor | None:
-        return functional(*args, foreach=True, **kwargs)
+        return update(*args, foreach=True, **kwargs)
 
-    return torch.compile(foreach_step, dynamic=False, options=dict(_compile_options) or None)
+    return torch.compile(foreach_step, dynamic=False, options=dict(options) or None)

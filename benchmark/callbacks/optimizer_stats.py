@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from optim.base import ClippedOptimizer
-from optim.clipping import global_norm, tensor_norms
+from optim.clipping import get_clipping, global_norm
 
 __all__ = ["OptimizerStatsCallback"]
 
@@ -16,10 +16,12 @@ __all__ = ["OptimizerStatsCallback"]
 class OptimizerStatsCallback(pl.Callback):
     """Log, at every optimizer step, under ``optim/``:
 
-    - ``grad_norm``: ‖g‖₂ before clipping (for optimizers that do not clip, computed here
-      with the same primitives the clipping optimizers use);
-    - ``clip_factor`` (‖clip(g)‖/‖g‖), ``clipped_fraction`` (fraction of steps so far that
-      clipped) and ``skipped_steps`` (non-finite gradients), for clipping optimizers;
+    - ``grad_norm``: ‖g‖₂ before clipping (for optimizers that do not clip, measured here
+      as the clipping optimizers measure it: :meth:`optim.clipping.Clipping.measure`);
+    - ``clip_factor`` (‖clip(g)‖/‖g‖ on a clipped step, 1 otherwise), ``clipped_fraction``
+      (fraction of applied steps so far on which some tensor or coordinate was scaled)
+      and ``skipped_steps`` (non-finite gradients), for clipping optimizers; the
+      definitions per clipping kind are those of :mod:`optim.clipping`;
     - ``alpha`` (α_k) and ``clip_threshold`` (λ_k = B/α_k) for clipped-SSTM;
     - ``lr`` of the first parameter group.
 
@@ -47,7 +49,7 @@ class OptimizerStatsCallback(pl.Callback):
             return
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
-            self._pending["grad_norm"] = global_norm(tensor_norms(grads)).detach()
+            self._pending["grad_norm"] = global_norm(get_clipping("norm").measure(grads)).detach()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if trainer.global_step == getattr(self, "_logged_step", -1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,3 +60,16 @@ def kernel_path(request):
             yield request.param
     else:
         yield request.param
+
+
+@pytest.fixture
+def interpreted_fused(monkeypatch):
+    """:mod:`optim.fused` with its kernels built for the Triton interpreter (CPU tensors),
+    reloaded back afterwards (``triton.jit`` reads ``TRITON_INTERPRET`` at definition)."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    module = importlib.reload(importlib.import_module("optim.fused"))
+    assert module.INTERPRETED
+    yield module
+    monkeypatch.undo()
+    importlib.reload(module)

@@ -100,7 +100,7 @@ def _run_sgd(functional, dtype, clipping, config, bad=None, device="cpu", comput
     averages = make(3) if config["average"] else None
     measured = _measure(grads)
     clipped = functional(
-        params, grads, buffers, averages, lr=0.1, clip_level=2.0, momentum=config["momentum"],
+        params, grads, buffers, averages, lr=0.1, clip_threshold=2.0, momentum=config["momentum"],
         weight_decay=config["weight_decay"], clipping=clipping,
         average_weight=0.25 * measured["applied"].to(F64), **measured, **extra,  # 0 when skipped, as the class does
     )  # fmt: skip
@@ -114,7 +114,7 @@ def _run_sstm(functional, dtype, clipping, bad=None, device="cpu", compute=None,
     measured = _measure(grads)
     scalar = lambda v: torch.tensor(v, dtype=F64, device=device)  # noqa: E731 - the optimizer's float64 schedule
     clipped = functional(
-        params, grads, ys, zs, alpha=scalar(0.3), clip_level=scalar(2.5), y_weight=0.4 * measured["applied"].to(F64),
+        params, grads, ys, zs, alpha=scalar(0.3), clip_threshold=scalar(2.5), y_weight=0.4 * measured["applied"].to(F64),
         x_weight=scalar(0.7), clipping=clipping, **measured, **extra,
     )  # fmt: skip
     return params + ys + zs, clipped
@@ -227,7 +227,7 @@ def test_fused_flag(fused, opt_cls, groups, shared):
 def test_mixed_dtypes_launch_per_dtype(fused):
     params = _tensors(torch.float32)[:2] + _tensors(torch.bfloat16)[2:]
     grads = [g.to(p.dtype) for p, g in zip(params, _grads(torch.float32, None))]
-    kwargs = dict(lr=0.1, clip_level=1.0, momentum=0.0, clipping="coordinate_wise")
+    kwargs = dict(lr=0.1, clip_threshold=1.0, momentum=0.0, clipping="coordinate_wise")
     expected = [p.double() for p in params]  # the float64 oracle, as for bfloat16 above
     grads64 = [g.double() for g in grads]
     expected_norm = sgd_module.clipped_sgd(expected, grads64, None, None, **kwargs, **_measure(grads64))
@@ -238,7 +238,7 @@ def test_mixed_dtypes_launch_per_dtype(fused):
 
 def test_plan_cache_follows_addresses(fused):
     params, grads = _tensors(torch.float32), _grads(torch.float32, None)
-    kwargs = dict(lr=0.1, clip_level=1.0, **_measure(grads))
+    kwargs = dict(lr=0.1, clip_threshold=1.0, **_measure(grads))
     fused._cache.clear()
     fused.fused_clipped_sgd(params, grads, None, None, **kwargs)
     fused.fused_clipped_sgd(params, grads, None, None, **kwargs)
@@ -256,13 +256,13 @@ def test_layout_errors(fused):
     view = base[:, :4]  # not dense
     grads = [torch.randn(6, 4)]
     with pytest.raises(ValueError, match="not dense"):
-        fused.fused_clipped_sgd([view], grads, None, None, lr=0.1, clip_level=1.0, **_measure(grads))
+        fused.fused_clipped_sgd([view], grads, None, None, lr=0.1, clip_threshold=1.0, **_measure(grads))
     weight = torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
     grads = [torch.randn(4, 3, 2, 2)]  # contiguous: laid out unlike its parameter
     with pytest.raises(ValueError, match="strides"):
-        fused.fused_clipped_sgd([weight], grads, None, None, lr=0.1, clip_level=1.0, **_measure(grads))
+        fused.fused_clipped_sgd([weight], grads, None, None, lr=0.1, clip_threshold=1.0, **_measure(grads))
     with pytest.raises(ValueError, match="Invalid clipping"):
-        fused.fused_clipped_sgd([weight], [weight.clone()], None, None, lr=0.1, clip_level=1.0, clipping="l1",
+        fused.fused_clipped_sgd([weight], [weight.clone()], None, None, lr=0.1, clip_threshold=1.0, clipping="l1",
                                 **_measure([weight]))
 
 
