@@ -124,9 +124,10 @@ class ClipPolicyOptimizer(ClippedOptimizer):
         return loss
 
     def _step_with_rollback(self, params: list[Tensor], applied: Tensor) -> None:
-        for group in self.param_groups:
-            if group.get("capturable") is False:
-                group["capturable"] = True
+        if params[0].device.type != "cpu":  # (the forced device path on CPU keeps them on CPU anyway)
+            for group in self.param_groups:
+                if group.get("capturable") is False:
+                    group["capturable"] = True
         saved_params = [p.detach().clone() for p in params]
         saved_state = [
             {k: v.clone() for k, v in self.state[p].items() if isinstance(v, Tensor)} if p in self.state else {}
