@@ -73,6 +73,8 @@ class ClippedAdam(ClippedOptimizer):
         foreach: bool | None = None,
         nonfinite: str = "skip",
     ) -> None:
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
         defaults = dict(lr=lr, clip_level=clip_level, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         clipping=clipping)  # fmt: skip
         super().__init__(params, defaults, foreach=foreach, nonfinite=nonfinite)
