@@ -32,6 +32,7 @@ __all__ = [
     "POLICY_KEYWORDS",
     "OptimizerSpec",
     "build_optimizer",
+    "display_names",
     "get_optimizer_spec",
     "list_optimizers",
     "optimizer_table",
@@ -364,6 +365,12 @@ def list_optimizers() -> list[str]:
     """The registered names, sorted."""
     _load_plugins()
     return sorted(_REGISTRY)
+
+
+def display_names() -> dict[str, str]:
+    """``name -> display_name`` for reports, in table order (built-ins first, as listed)."""
+    _load_plugins()
+    return {name: spec.display_name for name, spec in _REGISTRY.items()}
 
 
 def get_optimizer_spec(name: str) -> OptimizerSpec:
