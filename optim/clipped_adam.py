@@ -127,12 +127,16 @@ class ClippedAdam(ClippedOptimizer):
         self._record(total, ratio, applied)
         return loss
 
+    def _new_step_count(self, param: Tensor) -> Tensor:
+        """t = 0 for a new parameter (a hook: the convex suite keeps one t per run)."""
+        return torch.zeros((), dtype=torch.float32, device=param.device)
+
     def _state_lists(self, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         m, v, steps = [], [], []
         for p in params:
             state = self.state[p]
             if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["step"] = self._new_step_count(p)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             m.append(state["exp_avg"])

@@ -117,9 +117,9 @@ class NSGDM(ClippedOptimizer):
             keep = 1 + applied.to(b[0].dtype) * (beta - 1)
             _mul_add(b, keep, d, foreach)
         all_buffers = [t for group in buffers for t in group]
-        m_norms = tensor_norms(all_buffers, foreach=foreach)
+        m_norms, m_total = self._momentum_norms(all_buffers, foreach)
         if normalize == "global":
-            inverse = [1 / global_norm(m_norms).clamp(min=NORM_FLOOR)] * len(all_buffers)
+            inverse = [1 / m_total.clamp(min=NORM_FLOOR)] * len(all_buffers)
         else:
             inverse = [1 / n.clamp(min=NORM_FLOOR) for n in m_norms]
         start = 0
@@ -135,6 +135,12 @@ class NSGDM(ClippedOptimizer):
         ratio = clip_coefficient(total, clip_level) if host else clip_ratio(clipping, clip_level, total, clipped_norms)
         self._record(total, ratio, applied)
         return loss
+
+    def _momentum_norms(self, buffers: list[Tensor], foreach: bool) -> tuple[list[Tensor], Tensor]:
+        """Per-tensor norms of m and ‖m‖ over all of them (a hook, like ``_measure``: the
+        convex suite takes both per run)."""
+        norms = tensor_norms(buffers, foreach=foreach)
+        return norms, global_norm(norms)
 
     def _buffers(self, params: list[Tensor]) -> list[Tensor]:
         out = []

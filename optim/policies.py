@@ -44,17 +44,23 @@ def _state_dtype(device: torch.device) -> torch.dtype:
 
 
 def _write(buffer: Tensor, index: Tensor, value: Tensor, when: Tensor) -> None:
-    """``buffer[index] = value`` where ``when``, else unchanged: device ops only."""
-    index = index.long().view(1)
+    """``buffer[index] = value`` along dim 0 where ``when``, else unchanged: device ops only.
+
+    ``index``, ``value`` and ``when`` have the shape of one entry (0-dim for one run; the
+    convex suite's ``(runs, 1)`` for many runs, each with its own position).
+    """
+    index = index.long().unsqueeze(0)
     old = buffer.gather(0, index)
-    buffer.scatter_(0, index, torch.where(when, value.to(buffer.dtype).view(1), old))
+    buffer.scatter_(0, index, torch.where(when, value.to(buffer.dtype).unsqueeze(0), old))
 
 
 class ClipPolicy:
     """Base class: a gradient-rescaling rule with its own (optimizer) state.
 
     Subclasses keep their state as tensors in ``self.state`` (created on the first step,
-    on the gradients' device) and implement :meth:`factor`.
+    on the gradients' device) and implement :meth:`factor`. AutoClip and ZClip work
+    elementwise on the norm: a norm of shape ``(runs, 1)`` (the convex suite's many
+    independent runs) gives each run its own history and EMA.
     """
 
     name = ""
@@ -148,23 +154,24 @@ class AutoClip(ClipPolicy):
         self.percentile = float(percentile)
         self.history = history
 
-    def _buffer(self, device: torch.device, calls: int) -> Tensor:
+    def _buffer(self, norm: Tensor, calls: int) -> Tensor:
         if "history" not in self.state:
-            dtype = _state_dtype(device)
+            dtype, device = _state_dtype(norm.device), norm.device
             size = self.history or 1024
-            self.state["history"] = torch.full((size,), _INF, dtype=dtype, device=device)
-            self.state["count"] = torch.zeros((), dtype=torch.long, device=device)
-            self.state["threshold"] = torch.full((), _INF, dtype=dtype, device=device)
+            self.state["history"] = torch.full((size, *norm.shape), _INF, dtype=dtype, device=device)
+            self.state["count"] = torch.zeros(norm.shape, dtype=torch.long, device=device)
+            self.state["threshold"] = torch.full(norm.shape, _INF, dtype=dtype, device=device)
         buffer = self.state["history"]
-        if self.history is None and calls >= buffer.numel():  # at most `calls` norms are stored
-            grown = torch.full((2 * buffer.numel(),), _INF, dtype=buffer.dtype, device=device)
-            grown[: buffer.numel()].copy_(buffer)
+        size = buffer.shape[0]
+        if self.history is None and calls >= size:  # at most `calls` norms are stored
+            grown = torch.full((2 * size, *buffer.shape[1:]), _INF, dtype=buffer.dtype, device=buffer.device)
+            grown[:size].copy_(buffer)
             self.state["history"] = buffer = grown
         return buffer
 
     def factor(self, measured: Tensor, applied: Tensor, calls: int) -> Tensor:
         total = measured
-        buffer = self._buffer(total.device, calls)
+        buffer = self._buffer(total, calls)
         count = self.state["count"]
         position = count if self.history is None else count % self.history
         _write(buffer, position, total, applied)
@@ -172,12 +179,12 @@ class AutoClip(ClipPolicy):
         stored = count if self.history is None else count.clamp(max=self.history)
         # Sorted, the stored norms come first (the rest is +inf): numpy's "linear" method
         # on them, with the index computed on the device.
-        ordered = torch.sort(buffer).values
+        ordered = torch.sort(buffer, dim=0).values
         rank = (self.percentile / 100.0) * (stored - 1).clamp(min=0).to(buffer.dtype)
         low = rank.floor()
         high = torch.minimum(low + 1, (stored - 1).clamp(min=0).to(buffer.dtype))
-        a = ordered.gather(0, low.long().view(1))[0]
-        b = ordered.gather(0, high.long().view(1))[0]
+        a = ordered.gather(0, low.long().unsqueeze(0))[0]
+        b = ordered.gather(0, high.long().unsqueeze(0))[0]
         threshold = torch.lerp(a, b, rank - low)
         self.state["threshold"].copy_(torch.where(applied, threshold, self.state["threshold"]))
         return torch.where(applied, clip_coefficient(total.to(buffer.dtype), threshold), 1.0)
@@ -236,33 +243,36 @@ class ZClip(ClipPolicy):
         self.ema_alpha = float(ema_alpha)
         self.max_norm = max_norm
 
-    def _init(self, device: torch.device) -> None:
+    def _init(self, norm: Tensor) -> None:
         if self.state:
             return
-        dtype = _state_dtype(device)
+        dtype, device, shape = _state_dtype(norm.device), norm.device, norm.shape
         self.state = {
-            "warmup": torch.zeros(self.warmup_steps, dtype=dtype, device=device),
-            "count": torch.zeros((), dtype=torch.long, device=device),
-            "mean": torch.zeros((), dtype=dtype, device=device),
-            "var": torch.zeros((), dtype=dtype, device=device),
-            "threshold": torch.full((), _INF, dtype=dtype, device=device),
+            "warmup": torch.zeros((self.warmup_steps, *shape), dtype=dtype, device=device),
+            "count": torch.zeros(shape, dtype=torch.long, device=device),
+            "mean": torch.zeros(shape, dtype=dtype, device=device),
+            "var": torch.zeros(shape, dtype=dtype, device=device),
+            "threshold": torch.full(shape, _INF, dtype=dtype, device=device),
         }
 
     def factor(self, measured: Tensor, applied: Tensor, calls: int) -> Tensor:
-        self._init(measured.device)
+        self._init(measured)
         s = self.state
         norm = measured.to(s["mean"].dtype)
         cap = _INF if self.max_norm is None else float(self.max_norm)
         # Host-side: with fewer than W calls, warm-up cannot be over (no device read).
-        in_warmup = torch.ones((), dtype=torch.bool, device=norm.device) if calls < self.warmup_steps else s["count"] < self.warmup_steps
+        if calls < self.warmup_steps:
+            in_warmup = torch.ones(norm.shape, dtype=torch.bool, device=norm.device)
+        else:
+            in_warmup = s["count"] < self.warmup_steps
         record = applied & in_warmup
         _write(s["warmup"], s["count"].clamp(max=self.warmup_steps - 1), norm, record)
         s["count"].add_(record.long())
         done = record & (s["count"] == self.warmup_steps)
         threshold = torch.full_like(norm, cap)
         if calls >= self.warmup_steps - 1:  # warm-up may end at this call or be over
-            s["mean"].copy_(torch.where(done, s["warmup"].mean(), s["mean"]))
-            s["var"].copy_(torch.where(done, s["warmup"].var(correction=0), s["var"]))
+            s["mean"].copy_(torch.where(done, s["warmup"].mean(dim=0), s["mean"]))
+            s["var"].copy_(torch.where(done, s["warmup"].var(dim=0, correction=0), s["var"]))
         if calls >= self.warmup_steps:
             a, zt = self.ema_alpha, self.z_threshold
             mean, var = s["mean"], s["var"]

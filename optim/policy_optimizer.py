@@ -141,6 +141,12 @@ class ClipPolicyOptimizer(ClippedOptimizer):
                     before = old_state.get(key)
                     value.copy_(torch.where(applied, value, torch.zeros_like(value) if before is None else before))
 
+    def evaluation_point(self) -> list[Tensor]:
+        """The base optimizer's (the average x̄ of an averaged clipped-SGD, say)."""
+        from .evaluation import evaluation_point
+
+        return evaluation_point(self.optimizer)
+
     def _extra_stats(self) -> dict[str, Tensor]:
         return {"clip_threshold": self.global_state["clip_threshold"]}
 
