@@ -47,10 +47,13 @@ _PASSES = {
     "clipped_sstm": 7,  # read g (norm) and again; read+write z; read+write y; write x
     "nsgdm": 8,  # read g (norm); read g, read+write m; read m (norm); read m, read+write x
     "clipped_adam": 8,  # read g (norm), then AdamW's 7
-    "sgd_autoclip": 6,  # a policy adds one read of g (its norm) to the base optimizer
+    # A policy adds a read of g (its norm) to its base, and a read+write of g when it clips
+    # (in place, before the base's step): AutoClip clips ~90% of the steps (p = 10), ZClip
+    # only on spikes, AGC whenever a unit exceeds its ratio (and reads x for the unit norms).
+    "sgd_autoclip": 8,
     "sgd_zclip": 6,
-    "sgd_agc": 7,  # + one read of x (unit norms of the weights)
-    "adamw_autoclip": 8,
+    "sgd_agc": 9,
+    "adamw_autoclip": 10,
     "adamw_zclip": 8,
 }
 # Implementations of the clipping optimizers: (fused flag, fused backend, inductor options).

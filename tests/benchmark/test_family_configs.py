@@ -32,3 +32,20 @@ def test_fragment_names_the_entry_states_its_source_and_builds(dataset, name):
     opt = build_optimizer(name, groups, **args)
     net(torch.randn(2, 3, 5, 5)).sum().backward()
     opt.step()
+
+
+def test_optimizers_command_prints_the_registry_table(capsys):
+    from benchmark.cli import main
+    from optim import list_optimizers
+
+    assert main(["optimizers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["name", "family"] and "search space" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == set(list_optimizers())
+    assert "Cutkosky & Mehta" in rows["nsgdm"] and "lr: log-uniform [0.001, 1]" in rows["nsgdm"]
+    assert "percentile=10.0" in rows["sgd_autoclip"]
+    assert main(["optimizers", "lion", "--describe"]) == 0
+    assert "lion-pytorch" in capsys.readouterr().out
+    assert main(["optimizers", "lamb"]) == 2  # unknown: the CLI's error, listing the valid names
+    assert "Unknown optimizer 'lamb'; available: adam" in capsys.readouterr().err
