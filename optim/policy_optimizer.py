@@ -67,8 +67,6 @@ class ClipPolicyOptimizer(ClippedOptimizer):
         self.optimizer = optimizer
         self.policy = policy
         self.defaults = optimizer.defaults
-        self.param_groups = optimizer.param_groups
-        self.state = optimizer.state
         for hooks in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
                       "load_state_dict_pre", "load_state_dict_post"):  # fmt: skip
             setattr(self, f"_optimizer_{hooks}_hooks", OrderedDict())
@@ -86,8 +84,18 @@ class ClipPolicyOptimizer(ClippedOptimizer):
             names.extend(group_names)
         policy.bind(params, names)
 
+    # The base's own groups and state, read through (never copied): a scheduler's lr
+    # reaches the base, and state the base creates or reloads is what this wrapper sees.
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.optimizer.state
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)  # the list is shared: it shows up here
+        self.optimizer.add_param_group(param_group)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.policy.name}, {self.optimizer!r})"
@@ -168,7 +176,6 @@ class ClipPolicyOptimizer(ClippedOptimizer):
         else:
             state_dict.pop("global_state", None)
         self.optimizer.load_state_dict(state_dict)
-        self.state = self.optimizer.state  # torch's loader replaces the state dict
         params = [p for group in self.param_groups for p in group["params"]]
         device = params[0].device if params else torch.device("cpu")
         self.global_state = {k: v.detach().clone().to(device) for k, v in own.items()}
