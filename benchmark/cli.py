@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("benchmark.report", "rebuild the results table and plots from finished runs (CSV logs or offline W&B)"),
     "convex": ("benchmark.convex.cli", "convex theory suite: high-probability guarantees over many seeds"),
     "noise": ("benchmark.noise.cli", "gradient-noise tail diagnostics (is this task heavy-tailed?)"),
+    "optimizers": ("benchmark.optimizers", "list the registered optimizers: family, paper, defaults, search space"),
 }
 
 

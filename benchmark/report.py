@@ -15,7 +15,7 @@ import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .tracking import read_metrics_csv, read_offline_run
 
@@ -29,7 +29,26 @@ TASK_ROWS: dict[str, tuple[str, str, str, float]] = {
 }
 PRIMARY = {"classification": "val/top1", "segmentation": "val/miou", "super_resolution": "val/psnr"}
 TASK_DATASET = {"classification": "imagenet", "segmentation": "voc", "super_resolution": "div2k"}
-OPTIMIZER_LABELS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "clipped_sgd": "Clipped-SGD", "clipped_sstm": "Clipped-SSTM"}
+class _RegistryLabels(Mapping):
+    """The registry's display names (``OptimizerSpec.display_name``), in its table order;
+    read on first use, so that importing this module does not import torch."""
+
+    def _labels(self) -> dict[str, str]:
+        from optim.factory import display_names
+
+        return display_names()
+
+    def __getitem__(self, name: str) -> str:
+        return self._labels()[name]
+
+    def __iter__(self):
+        return iter(self._labels())
+
+    def __len__(self) -> int:
+        return len(self._labels())
+
+
+OPTIMIZER_LABELS: Mapping[str, str] = _RegistryLabels()
 # The thesis's table (Zholobov, MIPT), for side-by-side reading.
 THESIS = {
     "imagenet": {"adam": 47.21, "clipped_sgd": 52.32, "sgd": 45.8, "clipped_sstm": 47.2},

@@ -8,7 +8,7 @@ installed packages plug in through the entry-point group ``clipbench.optimizers`
 
     [options.entry_points]
     clipbench.optimizers =
-        lion = my_package.lion:Lion
+        lamb = my_package.lamb:Lamb
 
 Unknown names and unknown keywords raise, listing what is valid: nothing is dropped.
 """
@@ -25,18 +25,24 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch.optim import Optimizer
 
-from .search_space import Choice, LogUniform, SearchDim, Uniform, validate_space
+from .search_space import Choice, LogUniform, SearchDim, Uniform, describe_space, validate_space
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "POLICY_KEYWORDS",
     "OptimizerSpec",
     "build_optimizer",
+    "display_names",
     "get_optimizer_spec",
     "list_optimizers",
+    "optimizer_table",
     "register_optimizer",
 ]
 
 ENTRY_POINT_GROUP = "clipbench.optimizers"
+
+#: the keywords of :func:`build_optimizer` that put a clipping policy in front
+POLICY_KEYWORDS = ("clip_policy", "clip_policy_args")
 
 
 @dataclass(frozen=True)
@@ -86,13 +92,21 @@ class OptimizerSpec:
             raise ImportError(f"optimizer {self.name!r}: cannot import {self.target!r} ({err})") from err
 
     def accepted_keywords(self) -> list[str]:
-        """Keyword arguments the optimizer's constructor takes (besides ``params``)."""
-        signature = inspect.signature(self.resolve().__init__)
-        return [
+        """Keyword arguments the optimizer's constructor takes (besides ``params``), and
+        ``clip_policy``/``clip_policy_args`` (:func:`build_optimizer` puts a clipping
+        policy in front) unless the entry already is a policy pair."""
+        cls = self.resolve()
+        signature = inspect.signature(cls.__init__)
+        names = [
             name
             for name, p in signature.parameters.items()
             if name not in ("self", "params") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
+        from .policy_optimizer import ClipPolicyOptimizer
+
+        if not (inspect.isclass(cls) and issubclass(cls, ClipPolicyOptimizer)):
+            names += [k for k in POLICY_KEYWORDS if k not in names]
+        return names
 
 
 _BUILTINS = (
@@ -161,6 +175,131 @@ _BUILTINS = (
         paper="Gorbunov, Danilova & Gasnikov, NeurIPS 2020 (Alg. 1)",
         display_name="clipped-SSTM",
     ),
+    OptimizerSpec(
+        "nsgdm",
+        "optim.nsgdm:NSGDM",
+        "normalized SGD with momentum, optionally clipped (clip_level = inf: unclipped)",
+        {"lr": 0.1, "momentum": 0.9, "clip_level": float("inf"), "normalize": "global"},
+        "beta = 0.9 as in Cutkosky & Mehta 2020; lr = 0.1 (the SGD protocol's rate: with global "
+        "normalization it is the length of every step); clipping off as in the 2020 method",
+        search_space={
+            "lr": LogUniform(1e-3, 1.0),
+            "momentum": Uniform(0.5, 0.99),
+            "clip_level": LogUniform(1e-2, 100.0),
+            "normalize": Choice(("global", "layer_wise")),
+        },
+        family="normalized",
+        paper="Cutkosky & Mehta, ICML 2020; with clipping: Cutkosky & Mehta, NeurIPS 2021",
+        display_name="NSGD-M",
+    ),
+    OptimizerSpec(
+        "clipped_adam",
+        "optim.clipped_adam:ClippedAdam",
+        "clip the gradient (global norm), then exactly AdamW",
+        {"lr": 1e-3, "clip_level": 1.0, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2},
+        "AdamW's torch defaults; clip_level = 1.0, the level of clip_grad_norm_ in common "
+        "Adam recipes (Chezhegov et al. 2025 tune it)",
+        search_space={
+            "lr": LogUniform(1e-5, 1e-1),
+            "clip_level": LogUniform(1e-2, 10.0),
+            "weight_decay": LogUniform(1e-4, 1e-1),
+        },
+        family="clipping",
+        paper="Chezhegov et al., ICML 2025 (clipped Adam)",
+        display_name="clipped-Adam",
+    ),
+    OptimizerSpec(
+        "sgd_autoclip",
+        "optim.policy_optimizer:SGDAutoClip",
+        "SGD with momentum behind AutoClip (clip at the 10th percentile of all past norms)",
+        {"lr": 0.01, "momentum": 0.9, "percentile": 10.0},
+        "SGD: the sgd entry's protocol; percentile p = 10 and the whole history: Seetharaman et al. 2020",
+        search_space={"lr": LogUniform(1e-3, 1.0), "momentum": Uniform(0.0, 0.99), "percentile": Uniform(1.0, 50.0)},
+        family="adaptive clipping",
+        paper="Seetharaman, Wichern, Pardo & Le Roux, MLSP 2020 (AutoClip)",
+        display_name="SGD+AutoClip",
+    ),
+    OptimizerSpec(
+        "sgd_zclip",
+        "optim.policy_optimizer:SGDZClip",
+        "SGD with momentum behind ZClip (z-score spike clipping against an EMA)",
+        {"lr": 0.01, "momentum": 0.9, "warmup_steps": 25, "z_threshold": 2.5, "ema_alpha": 0.97},
+        "SGD: the sgd entry's protocol; W = 25, z_t = 2.5, a = 0.97: Kumar et al. 2025",
+        search_space={
+            "lr": LogUniform(1e-3, 1.0),
+            "momentum": Uniform(0.0, 0.99),
+            "z_threshold": Uniform(1.5, 3.5),
+            "ema_alpha": Uniform(0.9, 0.99),
+        },
+        family="adaptive clipping",
+        paper="Kumar et al., arXiv 2025 (ZClip)",
+        display_name="SGD+ZClip",
+    ),
+    OptimizerSpec(
+        "adamw_autoclip",
+        "optim.policy_optimizer:AdamWAutoClip",
+        "AdamW behind AutoClip (clip at the 10th percentile of all past norms)",
+        {"lr": 1e-3, "weight_decay": 1e-2, "percentile": 10.0},
+        "AdamW: torch defaults; p = 10 and the whole history: Seetharaman et al. 2020",
+        search_space={"lr": LogUniform(1e-5, 1e-1), "weight_decay": LogUniform(1e-4, 1e-1), "percentile": Uniform(1.0, 50.0)},
+        family="adaptive clipping",
+        paper="Seetharaman, Wichern, Pardo & Le Roux, MLSP 2020 (AutoClip)",
+        display_name="AdamW+AutoClip",
+    ),
+    OptimizerSpec(
+        "adamw_zclip",
+        "optim.policy_optimizer:AdamWZClip",
+        "AdamW behind ZClip (z-score spike clipping against an EMA)",
+        {"lr": 1e-3, "weight_decay": 1e-2, "warmup_steps": 25, "z_threshold": 2.5, "ema_alpha": 0.97},
+        "AdamW: torch defaults; W = 25, z_t = 2.5, a = 0.97: Kumar et al. 2025",
+        search_space={
+            "lr": LogUniform(1e-5, 1e-1),
+            "weight_decay": LogUniform(1e-4, 1e-1),
+            "z_threshold": Uniform(1.5, 3.5),
+            "ema_alpha": Uniform(0.9, 0.99),
+        },
+        family="adaptive clipping",
+        paper="Kumar et al., arXiv 2025 (ZClip)",
+        display_name="AdamW+ZClip",
+    ),
+    OptimizerSpec(
+        "sgd_agc",
+        "optim.policy_optimizer:SGDAGC",
+        "SGD with momentum behind unit-wise adaptive gradient clipping (AGC)",
+        {"lr": 0.01, "momentum": 0.9, "clipping_ratio": 0.01, "unit_eps": 1e-3},
+        "SGD: the sgd entry's protocol; c = 0.01, eps = 1e-3: Brock et al. 2021 (NFNets, batch 4096)",
+        search_space={
+            "lr": LogUniform(1e-3, 1.0),
+            "momentum": Uniform(0.0, 0.99),
+            "clipping_ratio": LogUniform(1e-3, 1e-1),
+        },
+        family="adaptive clipping",
+        paper="Brock, De, Smith & Simonyan, ICML 2021 (AGC)",
+        display_name="SGD+AGC",
+    ),
+    OptimizerSpec(
+        "muon",
+        "optim.muon:MuonAdamW",
+        "Muon (torch.optim.Muon) on the 2-D weights, AdamW on the rest",
+        {"lr": 1e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True, "adjust_lr_fn": "match_rms_adamw"},
+        "torch.optim.Muon's defaults, with the AdamW-matched update RMS and weight decay 0.1 of "
+        "Liu et al. 2025, so one lr serves both parts",
+        search_space={"lr": LogUniform(1e-4, 1e-1), "weight_decay": LogUniform(1e-3, 0.3)},
+        family="baseline",
+        paper="Jordan et al. 2024 (Muon); Liu et al., arXiv:2502.16982, 2025",
+        display_name="Muon",
+    ),
+    OptimizerSpec(
+        "lion",
+        "lion_pytorch:Lion",
+        "Lion, sign momentum (the lion-pytorch package)",
+        {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.1},
+        "Chen et al. 2023: betas (0.9, 0.99); lr 10x smaller and weight decay 10x larger than AdamW's",
+        search_space={"lr": LogUniform(1e-5, 1e-2), "weight_decay": LogUniform(1e-3, 1.0)},
+        family="baseline",
+        paper="Chen et al., NeurIPS 2023 (Symbolic discovery of optimization algorithms)",
+        display_name="Lion",
+    ),
 )
 
 _REGISTRY: dict[str, OptimizerSpec] = {spec.name: spec for spec in _BUILTINS}
@@ -228,6 +367,12 @@ def list_optimizers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def display_names() -> dict[str, str]:
+    """``name -> display_name`` for reports, in table order (built-ins first, as listed)."""
+    _load_plugins()
+    return {name: spec.display_name for name, spec in _REGISTRY.items()}
+
+
 def get_optimizer_spec(name: str) -> OptimizerSpec:
     """The registry entry for ``name``.
 
@@ -247,7 +392,10 @@ def build_optimizer(name: str, params: Iterable[Any], **overrides: Any) -> Optim
     Args:
         name: a name from :func:`list_optimizers`.
         params: parameters or parameter groups, as for any torch optimizer.
-        **overrides: constructor keywords.
+        **overrides: constructor keywords; and ``clip_policy`` (``"autoclip"``,
+            ``"zclip"``, ``"agc"``) with ``clip_policy_args`` (a dict of the policy's
+            keywords, plus ``nonfinite``) to run that policy in front of the optimizer
+            (:class:`optim.policy_optimizer.ClipPolicyOptimizer`).
 
     Raises:
         ValueError: unknown name, or a keyword the optimizer does not take (named, with
@@ -262,4 +410,28 @@ def build_optimizer(name: str, params: Iterable[Any], **overrides: Any) -> Optim
             f"accepted: {', '.join(accepted)}"
         )
     kwargs = {**spec.defaults, **overrides}
-    return spec.resolve()(params, **kwargs)
+    policy = kwargs.pop("clip_policy", None)
+    policy_args = dict(kwargs.pop("clip_policy_args", None) or {})
+    if policy is None:
+        if policy_args:
+            raise ValueError(f"clip_policy_args {sorted(policy_args)} given without a clip_policy")
+        return spec.resolve()(params, **kwargs)
+    from .policies import make_policy
+    from .policy_optimizer import ClipPolicyOptimizer
+
+    nonfinite = policy_args.pop("nonfinite", "skip")
+    made = make_policy(policy, **policy_args)
+    return ClipPolicyOptimizer(spec.resolve()(params, **kwargs), made, nonfinite=nonfinite)
+
+
+def optimizer_table(names: Iterable[str] | None = None) -> str:
+    """The registry as a text table: name, family, paper, defaults, search space."""
+    rows = [("name", "family", "paper", "defaults", "search space")]
+    for key in names if names is not None else list_optimizers():
+        spec = get_optimizer_spec(key)
+        defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items())
+        rows.append((spec.name, spec.family, spec.paper, defaults, describe_space(spec.search_space)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,4 +1,8 @@
-"""The five methods of the convex suite, as data: how to build each, its theory, its grid."""
+"""The methods of the convex suite, as data: how to build each, its theory, its grid.
+
+The thesis' five (SGD, clipped-SGD, SSTM, clipped-SSTM, Adam) and the heavy-tail family
+(NSGD-M, clipped Adam, SGD behind AutoClip and ZClip: :mod:`benchmark.convex.family`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from optim import AutoClip, ZClip
+
+from .family import PerRunClippedAdam, PerRunNSGDM, PerRunPolicySGD
 from .per_run import PerRunClippedSGD, PerRunClippedSSTM
 from .problem import ConvexProblem
 from .theory import TheoryConstants
@@ -27,6 +34,8 @@ _A_GRID = (1.0, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7)  # a = 1/lr of SSTM
 _A_GRID_CLIPPED = (1.0, 1e3, 1e6)
 _B_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)  # × R₀
 _ADAM_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1)  # × R₀/√d: Adam moves every coordinate by ≈ lr
+_NSGDM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # × R₀: NSGD-M moves by exactly lr per step
+_POLICIES = {"autoclip": AutoClip, "zclip": ZClip}  # the paper's defaults (p = 10; W = 25, z_t = 2.5)
 
 #: admissible limits of a hyperparameter: a grid point there is not an "edge". SSTM needs
 #: a ≥ 1: α²_{k+1}L ≤ A_{k+1} (the similar-triangles step) fails for large k when a < 1.
@@ -38,9 +47,12 @@ class Method:
     """One method of the suite.
 
     Attributes:
-        name: ``sgd``, ``clipped_sgd``, ``sstm``, ``clipped_sstm`` or ``adam``.
+        name: ``sgd``, ``clipped_sgd``, ``sstm``, ``clipped_sstm``, ``adam``, ``nsgdm``,
+            ``clipped_adam``, ``sgd_autoclip`` or ``sgd_zclip``.
         label: for tables and plots.
-        family: ``sgd``, ``sstm`` or ``adam`` (which theorem and batch schedule apply).
+        family: ``sgd``, ``sstm``, ``adam``, ``nsgdm`` or ``autoclip``/``zclip`` (SGD behind
+            that policy): which theorem, batch schedule and grid apply (the family's
+            methods take the SGD theorem's mini-batches).
         clipped: whether clipping is on (off = the same class with λ or B = ∞).
         theory_slope: the exponent of N in the theorem's bound in the smooth convex
             regime (−1 for SGD-type, up to its log factor; −2 for SSTM-type); None for Adam.
@@ -74,14 +86,31 @@ class Method:
         if self.family == "sstm":
             clip = hparams["B"] if self.clipped else math.inf
             return PerRunClippedSSTM([param], lr=1.0 / hparams["a"], L=problem.L, clip_level=clip)
+        if self.family == "nsgdm":
+            return PerRunNSGDM([param], lr=hparams["lr"], momentum=0.9)
+        if self.family in _POLICIES:
+            return PerRunPolicySGD([param], lr=hparams["lr"], policy=_POLICIES[self.family]())
+        if self.clipped:  # clipped Adam: AdamW's update without weight decay = Adam's
+            return PerRunClippedAdam([param], lr=hparams["lr"], clip_level=hparams["clip_level"], weight_decay=0.0)
         return torch.optim.Adam([param], lr=hparams["lr"])
 
     def theory_hparams(self, problem: ConvexProblem, iters: int, constants: TheoryConstants) -> dict[str, float]:
-        """The theorem's choice for horizon N = ``iters`` (Adam: torch's default lr)."""
+        """The theorem's choice for horizon N = ``iters``.
+
+        Without a theorem in this suite: Adam takes torch's default lr (clipped Adam with
+        clipped-SGD's λ), NSGD-M lr = R₀/√N (N steps of length lr cover at most R₀√N), SGD
+        behind a policy the unclipped SGD theorem's lr.
+        """
         if self.family == "sgd":
             return constants.sgd(problem, iters, clipped=self.clipped)
         if self.family == "sstm":
             return constants.sstm(problem, iters, clipped=self.clipped)
+        if self.family == "nsgdm":
+            return {"lr": problem.R0 / math.sqrt(iters)}
+        if self.family in _POLICIES:
+            return {"lr": constants.sgd(problem, iters, clipped=False)["lr"]}
+        if self.clipped:
+            return {"lr": 1e-3, "clip_level": constants.sgd(problem, iters, clipped=True)["clip_level"]}
         return {"lr": 1e-3}
 
     def grid(self, problem: ConvexProblem, batch: float) -> list[dict[str, float]]:
@@ -95,12 +124,19 @@ class Method:
             if not self.clipped:
                 return [{"a": a, "B": math.inf} for a in _A_GRID]
             return [{"a": a, "B": b * problem.R0} for a, b in product(_A_GRID_CLIPPED, _B_GRID)]
+        if self.family == "nsgdm":
+            return [{"lr": v * problem.R0} for v in _NSGDM_GRID]
+        if self.family in _POLICIES:  # the policy bounds every step, as clipping does
+            return [{"lr": v / problem.L} for v in _LR_GRID_CLIPPED]
         scale = problem.R0 / math.sqrt(problem.dim)
+        if self.clipped:
+            clip = math.sqrt(problem.sigma2 / batch + (problem.L * problem.R0) ** 2)
+            return [{"lr": v * scale, "clip_level": c * clip} for v, c in product(_ADAM_GRID, _CLIP_GRID)]
         return [{"lr": v * scale} for v in _ADAM_GRID]
 
     def describe_hparams(self, hparams: dict[str, Any]) -> str:
         """``lr=0.01, clip_level=1.2`` (only the keys that matter for this method)."""
-        keys = {"sgd": ("lr", "clip_level"), "sstm": ("a", "B"), "adam": ("lr",)}[self.family]
+        keys = {"sgd": ("lr", "clip_level"), "sstm": ("a", "B"), "adam": ("lr", "clip_level")}.get(self.family, ("lr",))
         if not self.clipped:
             keys = keys[:1]
         return ", ".join(f"{k}={hparams[k]:.3g}" for k in keys)
@@ -114,6 +150,10 @@ METHODS: dict[str, Method] = {
         Method("sstm", "SSTM", "sstm", False, -2.0, "yᴺ"),
         Method("clipped_sstm", "clipped-SSTM", "sstm", True, -2.0, "yᴺ", "sstm"),
         Method("adam", "Adam", "adam", False, None, "xᴺ (last iterate)"),
+        Method("nsgdm", "NSGD-M", "nsgdm", False, None, "xᴺ (last iterate)"),
+        Method("clipped_adam", "clipped-Adam", "adam", True, None, "xᴺ (last iterate)", "adam"),
+        Method("sgd_autoclip", "SGD+AutoClip", "autoclip", True, None, "x̄ᴺ (running average)", "sgd"),
+        Method("sgd_zclip", "SGD+ZClip", "zclip", True, None, "x̄ᴺ (running average)", "sgd"),
     )
 }
 

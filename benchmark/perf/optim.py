@@ -11,7 +11,9 @@ On CUDA the clipping optimizers are timed in each implementation (``--impls``): 
 foreach kernels, the fused Triton kernels, and ``torch.compile`` of the foreach
 functional (plain, and with inductor's horizontal ``combo_kernels``). The "target"
 column checks the goals: on CPU clipped-SSTM ≤ 2.5× SGD with momentum and clipped-SGD
-(norm) ≤ 1.1× clip_grad_norm_ + SGD; on CUDA (H100) clipped-SSTM ≤ 0.9× fused Adam and
+(norm) ≤ 1.1× clip_grad_norm_ + SGD, NSGD-M ≤ 1.2× SGD with momentum, clipped Adam
+≤ 1.2× AdamW (foreach), and each clipping policy (AutoClip, ZClip, AGC) ≤ 1.2× its base
+optimizer (the policy pairs run their torch base with the baseline's foreach/fused); on CUDA (H100) clipped-SSTM ≤ 0.9× fused Adam and
 clipped-SGD (norm) ≤ 1.1× fused SGD.
 """
 
@@ -24,7 +26,7 @@ from typing import Callable
 import torch
 import torchvision
 
-from optim import build_optimizer, list_optimizers
+from optim import ClipPolicyOptimizer, build_optimizer, get_optimizer_spec, list_optimizers
 from optim import fused as fused_kernels
 
 from .common import copy_bandwidth, machine_info, markdown_table, median_time
@@ -43,6 +45,16 @@ _PASSES = {
     "clipped_sgd": 6,
     "clipped_sgd (norm)": 6,
     "clipped_sstm": 7,  # read g (norm) and again; read+write z; read+write y; write x
+    "nsgdm": 8,  # read g (norm); read g, read+write m; read m (norm); read m, read+write x
+    "clipped_adam": 8,  # read g (norm), then AdamW's 7
+    # A policy adds a read of g (its norm) to its base, and a read+write of g when it clips
+    # (in place, before the base's step): AutoClip clips ~90% of the steps (p = 10), ZClip
+    # only on spikes, AGC whenever a unit exceeds its ratio (and reads x for the unit norms).
+    "sgd_autoclip": 8,
+    "sgd_zclip": 6,
+    "sgd_agc": 9,
+    "adamw_autoclip": 10,
+    "adamw_zclip": 8,
 }
 # Implementations of the clipping optimizers: (fused flag, fused backend, inductor options).
 IMPLS = {
@@ -54,7 +66,19 @@ IMPLS = {
 # The issue's targets: (optimizer, baseline row, largest ratio).
 # The issue's targets per device type: {row: (baseline row, largest ratio)}.
 TARGETS = {
-    "cpu": {"clipped_sstm": ("sgd", 2.5), "clipped_sgd (norm)": ("clip+sgd", 1.1)},
+    "cpu": {
+        "clipped_sstm": ("sgd", 2.5),
+        "clipped_sgd (norm)": ("clip+sgd", 1.1),
+        # the heavy-tail family: NSGD-M / clipped Adam against SGD-momentum / AdamW (foreach),
+        # and each clipping policy adds at most 20% to its base optimizer's step
+        "nsgdm": ("sgd", 1.2),
+        "clipped_adam": ("adamw", 1.2),
+        "sgd_autoclip": ("sgd", 1.2),
+        "sgd_zclip": ("sgd", 1.2),
+        "sgd_agc": ("sgd", 1.2),
+        "adamw_autoclip": ("adamw", 1.2),
+        "adamw_zclip": ("adamw", 1.2),
+    },
     "cuda": {"clipped_sstm": ("adam", 0.9), "clipped_sgd (norm)": ("sgd", 1.1)},
 }
 CLIPPING_ROWS = ("clipped_sgd", "clipped_sstm")
@@ -99,6 +123,7 @@ def _baselines(device: torch.device) -> dict[str, Callable]:
         "sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, **fast),
         "clip+sgd": clip_then_sgd,
         "adam": lambda p: torch.optim.Adam(p, lr=1e-3, **({"fused": True} if fused else {"foreach": True})),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3, **({"fused": True} if fused else {"foreach": True})),
     }
 
 
@@ -106,9 +131,13 @@ def _candidates(names: list[str], impls: list[str], device: torch.device) -> dic
     """label -> (base name, factory); the clipping optimizers once per implementation."""
     out = {}
     for name in names:
-        if name in ("sgd", "adam"):
+        if name in ("sgd", "adam", "adamw"):
             continue  # measured as baselines with explicit foreach/fused settings
-        variants = {name: {}}
+        # A policy pair runs its torch base the way that base's baseline row does.
+        policy_pair = isinstance(get_optimizer_spec(name).resolve(), type) and issubclass(
+            get_optimizer_spec(name).resolve(), ClipPolicyOptimizer
+        )
+        variants = {name: ({"fused": True} if device.type == "cuda" else {"foreach": True}) if policy_pair else {}}
         if name == "clipped_sgd":
             variants["clipped_sgd (norm)"] = {"clipping": "norm", "clip_level": 1.0}
         clipping = name in CLIPPING_ROWS
