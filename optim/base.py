@@ -262,7 +262,8 @@ class ClippedOptimizer(Optimizer):
         With ``nonfinite="raise"`` this is the one place that reads a device value on the
         host, before any state is touched.
         """
-        kind = get_clipping(self.param_groups[0]["clipping"])
+        # Every kind measures the per-tensor l2 norms; a policy wrapper has no "clipping".
+        kind = get_clipping(self.param_groups[0].get("clipping", "norm"))
         norms = [kind.measure(g, foreach=foreach) for g in grads_per_group]
         total = global_norm([n for group in norms for n in group])
         applied = torch.isfinite(total)

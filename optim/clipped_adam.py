@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, host_path
+from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, get_clipping, host_path
 
 __all__ = ["ClippedAdam"]
 
@@ -106,7 +106,7 @@ class ClippedAdam(ClippedOptimizer):
         params = [p for _, ps, _ in collected for p in ps]
         host = host_path(clipping, applied, params)
         if host and not bool(applied):
-            self._record(total, torch.ones_like(total), applied)
+            self._record(total, torch.ones_like(total), torch.zeros_like(applied), applied)
             return loss
         coefficient = clip_coefficient(total, clip_level)
         clipped_norms = []
@@ -123,8 +123,11 @@ class ClippedAdam(ClippedOptimizer):
                                              applied=applied, foreach=foreach)  # fmt: skip
             clipped_norms.append(clipped_norm)
             _masked_adamw(ps, d, m, v, steps, applied=applied, foreach=foreach, **hp)
-        ratio = coefficient if host else clip_ratio(clipping, clip_level, total, clipped_norms)
-        self._record(total, ratio, applied)
+        factor, clipped = get_clipping(clipping).stats(
+            clip_level, grads=all_grads, norms=[n for group in norms for n in group], total_norm=total,
+            clipped_norms=clipped_norms, foreach=foreach,
+        )
+        self._record(total, factor, clipped, applied)
         return loss
 
     def _new_step_count(self, param: Tensor) -> Tensor:

@@ -52,6 +52,7 @@ __all__ = [
     "LayerWiseClipping",
     "NormClipping",
     "clip_coefficient",
+    "clip_gradients",
     "device_code_path",
     "get_clipping",
     "global_norm",
@@ -321,3 +322,29 @@ def get_clipping(clipping: str | Clipping) -> Clipping:
     if kind is None:
         raise ValueError(f"Invalid clipping: {clipping!r} (must be one of {CLIPPING_KINDS})")
     return kind
+
+
+def clip_gradients(grads: Sequence[Tensor], threshold: float | Tensor, clipping: str | Clipping, *,
+                   norms: Sequence[Tensor], total_norm: Tensor, applied: Tensor,
+                   scale: float | Tensor = 1.0, foreach: bool = True) -> tuple[list[Tensor], Tensor | None]:  # fmt: skip
+    """New tensors ``scale · clip(g, λ)``, all zero when ``applied`` is False, for kernels
+    that need the clipped gradient itself (NSGD-M's momentum, clipped Adam's moments).
+
+    Returns:
+        ``(clipped, clipped_norm)``: one new tensor per gradient, and ``‖clip(g)‖`` over
+        them (:meth:`Clipping.clipped_norm`: None for ``norm``), for :meth:`Clipping.stats`.
+    """
+    kind = get_clipping(clipping)
+    tensors, factor = kind.apply(grads, threshold, norms=norms, total_norm=total_norm, mask=applied, foreach=foreach)
+    clipped_norm = kind.clipped_norm(tensors, factor, norms=norms, foreach=foreach)
+    if isinstance(factor, list):
+        for t, f in zip(tensors, factor):
+            t.mul_(f * scale)
+    elif not (isinstance(factor, float) and factor == 1.0 and isinstance(scale, float) and scale == 1.0):
+        multiplier = factor * scale
+        if foreach:
+            torch._foreach_mul_(tensors, multiplier)
+        else:
+            for t in tensors:
+                t.mul_(multiplier)
+    return tensors, clipped_norm

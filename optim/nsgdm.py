@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import ClippedOptimizer, check_choice, check_positive, check_range
-from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, clip_ratio, global_norm, host_path, tensor_norms
+from .clipping import CLIPPING_KINDS, clip_coefficient, clip_gradients, get_clipping, global_norm, host_path, tensor_norms
 
 __all__ = ["NORMALIZE_KINDS", "NSGDM"]
 
@@ -100,7 +100,7 @@ class NSGDM(ClippedOptimizer):
         params = [p for _, ps, _ in collected for p in ps]
         host = host_path(clipping, applied, params)
         if host and not bool(applied):
-            self._record(total, torch.ones_like(total), applied)
+            self._record(total, torch.ones_like(total), torch.zeros_like(applied), applied)
             return loss
         buffers = [self._buffers(ps) for _, ps, _ in collected]
         clipped_norms = []
@@ -132,8 +132,11 @@ class NSGDM(ClippedOptimizer):
             mask = 1.0 if host else applied.to(scales[0].dtype)
             factors = [(-group["lr"] * mask * s).to(x.dtype) for s, x in zip(scales, ps)]
             _addcmul_(ps, b, factors, foreach)
-        ratio = clip_coefficient(total, clip_level) if host else clip_ratio(clipping, clip_level, total, clipped_norms)
-        self._record(total, ratio, applied)
+        factor, clipped = get_clipping(clipping).stats(
+            clip_level, grads=[t for g in grads for t in g], norms=[t for n in norms for t in n], total_norm=total,
+            clipped_norms=clipped_norms, foreach=foreach,
+        )
+        self._record(total, factor, clipped, applied)
         return loss
 
     def _momentum_norms(self, buffers: list[Tensor], foreach: bool) -> tuple[list[Tensor], Tensor]:

@@ -118,14 +118,17 @@ class ClipPolicyOptimizer(ClippedOptimizer):
         self._calls += 1
         host = host_path("norm", applied, params)
         if host and not bool(applied):
-            self._record(total, torch.ones_like(total), applied)
+            self._record(total, torch.ones_like(total), torch.zeros_like(applied), applied)
             return loss
         self.policy.apply(grads, factor, host=host, foreach=foreach)
         if host or isinstance(self.optimizer, ClippedOptimizer):
             self.optimizer.step()
         else:
             self._step_with_rollback(params, applied)
-        self._record(total, self.policy.ratio(factor, measured, total), applied)
+        # Clipped: the policy actually shortened a non-zero gradient (the clipping kinds' rule).
+        ratio = self.policy.ratio(factor, measured, total)
+        clipped = (total > 0) & (ratio < 1)
+        self._record(total, torch.where(clipped, ratio, 1.0), clipped, applied)
         threshold = self.policy.stats().get("clip_threshold")
         if threshold is not None:
             self.global_state["clip_threshold"].copy_(threshold)
