@@ -41,7 +41,13 @@ from models.base import TaskModule
 from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
-from .callbacks import EvaluationPointCallback, OptimizerStatsCallback, RNGStateCallback, RunSummaryCallback, SlurmRequeueCallback
+from .callbacks import (
+    EvaluationPointCallback,
+    OptimizerStatsCallback,
+    RNGStateCallback,
+    RunSummaryCallback,
+    SlurmRequeueCallback,
+)
 from .callbacks.run_summary import dataset_name
 from .tracking import WANDB_MODES, make_loggers
 

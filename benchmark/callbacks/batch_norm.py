@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 __all__ = ["FixedTrainingBatches", "batch_norm_buffers", "batch_norm_layers", "recompute_batch_norm"]
 
@@ -83,10 +84,10 @@ class FixedTrainingBatches:
     def __init__(self, loader: Any, num_batches: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         if num_batches < 1:
             raise ValueError(f"Invalid num_batches: {num_batches} (must be >= 1)")
-        if not isinstance(loader, DataLoader) or loader.batch_size is None:
+        if not isinstance(loader, DataLoader) or loader.batch_size is None or isinstance(loader.dataset, IterableDataset):
             raise ValueError(
                 f"Cannot draw BatchNorm batches from the training loader {type(loader).__name__} (needs a DataLoader "
-                "with a batch_size); switch the recomputation off (recompute_bn=False)"
+                "with a batch_size over a map-style dataset); switch the recomputation off (recompute_bn=False)"
             )
         dataset = copy.copy(loader.dataset)
         # A pristine copy of the transform, copied again for each pass: its generators

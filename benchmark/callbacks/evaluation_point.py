@@ -21,7 +21,12 @@ from torch import Tensor
 
 from optim.evaluation import evaluation_point_pairs
 
-from .batch_norm import FixedTrainingBatches, batch_norm_buffers, batch_norm_layers, recompute_batch_norm
+from .batch_norm import (
+    FixedTrainingBatches,
+    batch_norm_buffers,
+    batch_norm_layers,
+    recompute_batch_norm,
+)
 
 __all__ = ["EVALUATE_AT", "LIVE_STATE_KEY", "EvaluationPointCallback", "find_evaluation_point_callback"]
 

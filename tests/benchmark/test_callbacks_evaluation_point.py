@@ -133,7 +133,7 @@ def _equal(a, b):
 
 def test_bn_statistics_are_recomputed_at_the_evaluation_point_and_restored(tmp_path):
     before, after = _Seen(), _Seen()
-    model, trainer, evaluation, _ = _fit(tmp_path, callbacks=[before, after])
+    model, trainer, _, _ = _fit(tmp_path, callbacks=[before, after])
     y = _at_y(trainer, model)
     x = [p.detach().clone() for p in model.parameters()]
     assert not _equal(x, y)
@@ -168,7 +168,7 @@ def test_bn_statistics_are_recomputed_at_the_evaluation_point_and_restored(tmp_p
 def test_switched_off_or_at_the_parameters_the_live_statistics_are_used(tmp_path):
     for settings, swapped in (({"recompute_bn": False}, 1.0), ({"evaluate_at": "parameters"}, 0.0)):
         before, after = _Seen(), _Seen()
-        model, trainer, evaluation, _ = _fit(tmp_path, callbacks=[before, after], epochs=2, **settings)
+        _, trainer, evaluation, _ = _fit(tmp_path, callbacks=[before, after], epochs=2, **settings)
         assert _equal(after.batch[-1][-3:], before.epoch_start[-1][-3:])
         assert trainer.callback_metrics["val/evaluate_at_evaluation_point"] == swapped
         assert trainer.callback_metrics["val/bn_recomputed"] == 0.0 and not evaluation.bn_recomputed
@@ -208,7 +208,7 @@ def test_fixed_training_batches_repeat_and_leave_the_streams_alone():
 
 def test_test_and_validate_with_ckpt_path_evaluate_the_checkpoint(tmp_path):
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="e{epoch}", auto_insert_metric_name=False)
-    model, trainer, evaluation, val = _fit(tmp_path, callbacks=[checkpoints])
+    model, trainer, _, val = _fit(tmp_path, callbacks=[checkpoints])
     first = torch.load(tmp_path / "ckpt" / "e0.ckpt", weights_only=True)["state_dict"]
     expected = [first[n] for n, _ in model.named_parameters()] + [first[f"net.1.{k}"] for k in ("running_mean", "running_var", "num_batches_tracked")]
     final_y = _at_y(trainer, model)
