@@ -16,9 +16,12 @@ Besides Lightning's own options there are:
   ``runs/<dataset>/<optimizer>/seed<seed>``.
 - ``--run.wandb``: ``auto`` (online with credentials and network, else offline),
   ``online``, ``offline`` or ``disabled``; ``--run.wandb_project``.
-- ``--optimizer_stats.*`` and ``--run_summary.*``: the always-on callbacks (with
-  ``rng_state`` and ``slurm_requeue``, which checkpoints and requeues a SLURM job on
-  ``SIGUSR1``, DDP-safely; Lightning's own auto-requeue is switched off).
+- ``--optimizer_stats.*``, ``--run_summary.*`` and ``--evaluation_point.*``: the
+  always-on callbacks (with ``rng_state`` and ``slurm_requeue``, which checkpoints and
+  requeues a SLURM job on ``SIGUSR1``, DDP-safely; Lightning's own auto-requeue is
+  switched off). ``--evaluation_point.evaluate_at parameters`` validates and exports the
+  raw parameters instead of the optimizer's evaluation point;
+  ``--evaluation_point.recompute_bn false`` keeps the live BatchNorm statistics there.
 
 The optimizer is chosen through the registry: ``--model.init_args.optimizer NAME`` and
 ``--model.init_args.optimizer_args '{lr: 0.1}'`` (or ``--model.init_args.optimizer_args.lr 0.1``).
@@ -38,7 +41,13 @@ from models.base import TaskModule
 from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
-from .callbacks import OptimizerStatsCallback, RNGStateCallback, RunSummaryCallback, SlurmRequeueCallback
+from .callbacks import (
+    EvaluationPointCallback,
+    OptimizerStatsCallback,
+    RNGStateCallback,
+    RunSummaryCallback,
+    SlurmRequeueCallback,
+)
 from .callbacks.run_summary import dataset_name
 from .tracking import WANDB_MODES, make_loggers
 
@@ -71,6 +80,7 @@ class ClipbenchCLI(LightningCLI):
         parser.add_argument("--run.wandb_project", type=str, default="clipbench", help="W&B project")
         parser.add_lightning_class_args(OptimizerStatsCallback, "optimizer_stats")
         parser.add_lightning_class_args(RunSummaryCallback, "run_summary")
+        parser.add_lightning_class_args(EvaluationPointCallback, "evaluation_point")
         parser.add_lightning_class_args(RNGStateCallback, "rng_state")
         parser.add_lightning_class_args(SlurmRequeueCallback, "slurm_requeue")
         # Same seed -> same initial weights and data order, whichever optimizer is trained.

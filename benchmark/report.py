@@ -105,7 +105,7 @@ def _from_run_dir(path: Path) -> RunRecord:
         seed=final.get("seed"),
         primary_metric=primary,
         metrics=final.get("metrics", {}),
-        info={k: final.get(k) for k in ("train_seconds", "evaluated_at", "optimizer_stats", "global_step", "device", "arch", "arch_args")},
+        info={k: final.get(k) for k in ("train_seconds", "evaluate_at", "bn_recomputed", "optimizer_stats", "global_step", "device", "arch", "arch_args")},
     )
     record.loss_curve, record.val_curve = _curves(read_metrics_csv(path), primary)
     return record
@@ -126,7 +126,7 @@ def _from_wandb(path: Path) -> RunRecord:
         seed=config.get("seed"),
         primary_metric=primary,
         metrics={k: float(v) for k, v in run.summary.items() if isinstance(v, (int, float)) and "/" in k},
-        info={"evaluated_at": config.get("eval_at")},
+        info={"evaluate_at": config.get("evaluate_at")},
     )
     record.loss_curve, record.val_curve = _curves(run.history, primary)
     return record
@@ -339,14 +339,19 @@ def _thesis_reference_table() -> str:
     return "\n".join(lines)
 
 
+def _evaluate_at(info: dict) -> str:
+    """``evaluation_point``, with "+ BN" when its BatchNorm statistics were recomputed there."""
+    return (info.get("evaluate_at") or "—") + (" + BN" if info.get("bn_recomputed") else "")
+
+
 def _runs_table(records: list[RunRecord]) -> str:
-    lines = ["| dataset | optimizer | seed | evaluated at | steps | train s | clipped | skipped | source |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | optimizer | seed | evaluate_at | steps | train s | clipped | skipped | source |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r.dataset, _order([r.optimizer]), r.seed or 0)):
         stats = r.info.get("optimizer_stats") or {}
         clipped = f"{stats['clipped_fraction']:.0%}" if "clipped_fraction" in stats else "—"
         skipped = f"{stats['skipped_steps']:.0f}" if "skipped_steps" in stats else "—"
         lines.append(
-            f"| {r.dataset} | {OPTIMIZER_LABELS.get(r.optimizer, r.optimizer)} | {r.seed} | {r.info.get('evaluated_at') or '—'} | "
+            f"| {r.dataset} | {OPTIMIZER_LABELS.get(r.optimizer, r.optimizer)} | {r.seed} | {_evaluate_at(r.info)} | "
             f"{r.info.get('global_step') or '—'} | {r.info.get('train_seconds') or '—'} | {clipped} | {skipped} | `{r.source}` |"
         )
     return "\n".join(lines)

@@ -1,9 +1,15 @@
 """What every task module shares: the optimizer from the registry, parameter groups,
-LR schedules, and validation / export at the optimizer's evaluation point."""
+LR schedules, the loss and metric logging of the evaluation stages.
+
+Where validation and export evaluate (the optimizer's evaluation point, with BatchNorm
+statistics recomputed there) is not the module's business: the runner's
+``benchmark.callbacks.EvaluationPointCallback`` swaps the weights around evaluation and
+in checkpoints."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,14 +17,12 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from optim import EvaluationPointSwap, build_optimizer, evaluation_point, get_optimizer_spec
+from optim import build_optimizer, get_optimizer_spec
 from optim.base import ClippedOptimizer
 
-__all__ = ["EVAL_AT", "LR_SCHEDULERS", "TaskModule", "parameter_groups"]
+__all__ = ["LR_SCHEDULERS", "TaskModule", "parameter_groups"]
 
-EVAL_AT = ("evaluation_point", "parameters")
 LR_SCHEDULERS = ("constant", "cosine", "poly", "step")
-_LIVE_KEY = "clipbench_live_state_dict"
 
 
 def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
@@ -38,6 +42,24 @@ def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: b
     return groups
 
 
+def _check_removed_eval_at(value: str | None) -> None:
+    """``eval_at`` moved to the evaluation-point callback's ``evaluate_at``."""
+    if value is None:
+        return
+    where = f"evaluation_point: {{evaluate_at: {value}}} in the config, or --evaluation_point.evaluate_at {value}"
+    if value != "evaluation_point":
+        raise ValueError(
+            f"Invalid eval_at: {value!r}: model.init_args.eval_at was removed; the evaluation point is chosen by "
+            f"benchmark.callbacks.EvaluationPointCallback(evaluate_at=...) ({where})"
+        )
+    warnings.warn(
+        "model.init_args.eval_at is deprecated and ignored (it was the default, evaluation_point); "
+        f"the evaluation point is set by EvaluationPointCallback ({where})",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 class TaskModule(pl.LightningModule):
     """Base of the task modules: subclasses build ``self.net`` and implement ``_shared_step``.
 
@@ -51,9 +73,10 @@ class TaskModule(pl.LightningModule):
             ``gamma``).
         lr_scheduler_args: keyword arguments of the schedule.
         decay_norm_and_bias: also apply weight decay to biases and norm parameters.
-        eval_at: ``evaluation_point`` validates and exports at the optimizer's evaluation
-            point (clipped-SSTM's y, averaged clipped-SGD's x̄; the parameters for SGD and
-            Adam), as theory does; ``parameters`` at the raw parameters.
+        eval_at: removed: where validation evaluates is the ``evaluate_at`` of the
+            runner's ``EvaluationPointCallback`` (CLI ``--evaluation_point.evaluate_at``).
+            Only the old default ``evaluation_point`` is still accepted (checkpoints made
+            before keep loading), with a warning; ``parameters`` raises.
         channels_last: convert the network and the inputs to channels_last.
         compile: run the network through ``torch.compile``.
         init_seed: seed of the initial weights (the CLI links it to ``seed_everything``),
@@ -71,7 +94,7 @@ class TaskModule(pl.LightningModule):
         lr_scheduler: str = "constant",
         lr_scheduler_args: dict[str, Any] | None = None,
         decay_norm_and_bias: bool = False,
-        eval_at: str = "evaluation_point",
+        eval_at: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
         init_seed: int | None = None,
@@ -84,8 +107,7 @@ class TaskModule(pl.LightningModule):
                 f"Unknown keyword(s) {', '.join(map(repr, unknown))} in optimizer_args for optimizer "
                 f"{spec.name!r}; accepted: {', '.join(spec.accepted_keywords())}"
             )
-        if eval_at not in EVAL_AT:
-            raise ValueError(f"Invalid eval_at: {eval_at!r} (must be one of {', '.join(EVAL_AT)})")
+        _check_removed_eval_at(eval_at)
         if lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"Invalid lr_scheduler: {lr_scheduler!r} (must be one of {', '.join(LR_SCHEDULERS)})")
         self.optimizer_name = spec.name
@@ -93,13 +115,11 @@ class TaskModule(pl.LightningModule):
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_args = dict(lr_scheduler_args or {})
         self.decay_norm_and_bias = decay_norm_and_bias
-        self.eval_at = eval_at
         self.channels_last = channels_last
         self.compile = compile
         self.init_seed = init_seed
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self._swap: EvaluationPointSwap | None = None
         self._compiled: list[nn.Module] = []  # a list, so it is not registered as a submodule
 
     # -- the network -----------------------------------------------------------------
@@ -211,73 +231,3 @@ class TaskModule(pl.LightningModule):
                     f"{type(clipping[0]).__name__} clips it again. Remove gradient_clip_val from the trainer "
                     "config (the optimizer's clip_level controls clipping), or use an unclipped optimizer."
                 )
-
-    # -- evaluation point ------------------------------------------------------------
-
-    @property
-    def uses_evaluation_point(self) -> bool:
-        """True when validation/export read another iterate than the parameters."""
-        if self.eval_at != "evaluation_point" or self._trainer is None or not self.trainer.optimizers:
-            return False
-        return any(
-            e is not p
-            for o in self.trainer.optimizers
-            for p, e in zip((p for g in o.param_groups for p in g["params"]), evaluation_point(o))
-        )
-
-    def _swap_in(self) -> None:
-        if self._swap is None and self.uses_evaluation_point:
-            self._swap = EvaluationPointSwap(self.trainer.optimizers)
-            self._swap.swap_in()
-
-    def _swap_out(self) -> None:
-        if self._swap is not None:
-            self._swap.swap_out()
-            self._swap = None
-
-    # Swapped back in *_epoch_end, before ModelCheckpoint saves in on_validation_end.
-    def on_validation_epoch_start(self) -> None:
-        self._swap_in()
-
-    def on_validation_epoch_end(self) -> None:
-        # Which point was evaluated, logged beside the metrics it produced.
-        self.log("val/at_evaluation_point", float(self._swap is not None), on_epoch=True)
-        self._swap_out()
-
-    def on_test_epoch_start(self) -> None:
-        self._swap_in()
-
-    def on_test_epoch_end(self) -> None:
-        self._swap_out()
-
-    def evaluation_state_dict(self) -> dict[str, Tensor]:
-        """The module's state dict at the evaluation point (what exports and checkpoints hold)."""
-        active = self._swap is not None
-        if not active:
-            self._swap_in()
-        try:
-            return {k: v.detach().clone() for k, v in self.state_dict().items()}
-        finally:
-            if not active:
-                self._swap_out()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Like Lightning's WeightAveraging: `state_dict` holds the weights to evaluate and
-        # deploy; the live parameters x, which a resumed run continues from, go alongside.
-        if not self.uses_evaluation_point:
-            return
-        if self._swap is not None:  # saved mid-validation (e.g. on an exception)
-            checkpoint["state_dict"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
-            self._swap_out()
-            checkpoint[_LIVE_KEY] = {k: v.detach().clone() for k, v in self.state_dict().items()}
-            self._swap_in()
-        else:
-            checkpoint[_LIVE_KEY] = checkpoint["state_dict"]
-            checkpoint["state_dict"] = self.evaluation_state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Resuming a fit continues from the live parameters; validate/test/inference
-        # loads keep the evaluation point.
-        resuming = self._trainer is not None and self.trainer.state.fn == "fit"
-        if resuming and _LIVE_KEY in checkpoint:
-            checkpoint["state_dict"] = checkpoint.pop(_LIVE_KEY)

@@ -25,7 +25,7 @@ class ClassificationTask(TaskModule):
         arch: a name from ``models.architectures.ARCHITECTURES``.
         arch_args: the architecture's keyword arguments besides ``num_classes``.
         label_smoothing: of the cross-entropy (0 in the reference protocol).
-        **kwargs: optimizer, schedule, evaluation point and speed options of
+        **kwargs: optimizer, schedule and speed options of
             :class:`~models.base.TaskModule`.
     """
 

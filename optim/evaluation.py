@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["EvaluationPointSwap", "evaluation_point"]
+__all__ = ["EvaluationPointSwap", "evaluation_point", "evaluation_point_pairs"]
 
 
 def evaluation_point(optimizer: Optimizer) -> list[Tensor]:
@@ -21,6 +21,27 @@ def evaluation_point(optimizer: Optimizer) -> list[Tensor]:
     if callable(method):
         return method()
     return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def evaluation_point_pairs(optimizers: Iterable[Optimizer]) -> list[tuple[Tensor, Tensor]]:
+    """``(parameter, evaluation point)`` for every parameter whose evaluation point is another tensor.
+
+    Empty for SGD, Adam and the like, and for clipped-SSTM / averaged clipped-SGD before
+    their first step. The evaluation point may be kept in another dtype than the
+    parameter (a float32 accumulator of a bf16 parameter); copying it into the
+    parameter casts it.
+
+    Args:
+        optimizers: the optimizers whose parameters to pair.
+
+    Returns:
+        The pairs, in param_groups order.
+    """
+    pairs = []
+    for optimizer in optimizers:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        pairs.extend((p, e) for p, e in zip(params, evaluation_point(optimizer)) if e is not p)
+    return pairs
 
 
 class EvaluationPointSwap:

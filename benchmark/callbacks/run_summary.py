@@ -15,6 +15,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
+from .evaluation_point import find_evaluation_point_callback
+
 __all__ = ["RunSummaryCallback", "dataset_name", "run_metadata"]
 
 FINAL_FILE = "final.json"
@@ -61,7 +63,8 @@ def run_metadata(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str
         "optimizer_hparams": {**spec.defaults, **pl_module.optimizer_args},
         "optimizer_defaults_source": spec.source,
         "seed": pl_module.init_seed,
-        "eval_at": pl_module.eval_at,
+        # Without the callback nothing swaps: the parameters are evaluated.
+        "evaluate_at": getattr(find_evaluation_point_callback(trainer), "evaluate_at", "parameters"),
         "precision": str(trainer.precision),
         "accumulate_grad_batches": trainer.accumulate_grad_batches,
         "batch_size": getattr(datamodule, "batch_size", None),
@@ -78,7 +81,11 @@ class RunSummaryCallback(pl.Callback):
 
     Args:
         export_weights: save ``final_weights.pt`` (the module's state dict at the
-            evaluation point, or at the parameters with ``eval_at=parameters``).
+            evaluation point with the BatchNorm statistics recomputed there, as the
+            trainer's :class:`~benchmark.callbacks.EvaluationPointCallback` sets; the
+            parameters without one). ``final.json`` records ``evaluate_at`` and
+            ``bn_recomputed`` (whether those weights carry recomputed statistics; with
+            ``export_weights=False``, whether the last evaluation did).
     """
 
     def __init__(self, export_weights: bool = True) -> None:
@@ -96,10 +103,16 @@ class RunSummaryCallback(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Every rank takes part in building the state dict; rank 0 writes.
-        state = pl_module.evaluation_state_dict() if self.export_weights else None
-        at_evaluation_point = pl_module.uses_evaluation_point
+        evaluation = find_evaluation_point_callback(trainer)
+        state = None
+        if self.export_weights:
+            if evaluation is not None:
+                state = evaluation.evaluation_state_dict(trainer, pl_module)
+            else:
+                state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        bn_recomputed = evaluation is not None and evaluation.bn_recomputed
         agree = self._hparams_agree(trainer)
-        self._write(trainer, pl_module, state, at_evaluation_point, agree)
+        self._write(trainer, pl_module, state, bn_recomputed, agree)
 
     @staticmethod
     def _hparams_agree(trainer: pl.Trainer) -> bool:
@@ -115,7 +128,7 @@ class RunSummaryCallback(pl.Callback):
         return all(g == gathered[0] for g in gathered)
 
     @rank_zero_only
-    def _write(self, trainer, pl_module, state, at_evaluation_point: bool, hparams_agree: bool) -> None:
+    def _write(self, trainer, pl_module, state, bn_recomputed: bool, hparams_agree: bool) -> None:
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -125,7 +138,7 @@ class RunSummaryCallback(pl.Callback):
                 stats = {k: float(v) for k, v in optimizer.step_stats().items()}
         record = {
             **run_metadata(trainer, pl_module),
-            "evaluated_at": "evaluation_point" if at_evaluation_point else "parameters",
+            "bn_recomputed": bn_recomputed,
             "hparams_identical_across_ranks": hparams_agree,
             "primary_metric": pl_module.primary_metric,
             "metrics": metrics,

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmark.callbacks import EvaluationPointCallback  # noqa: E402
 from datamodules import UnpaddedDistributedSampler  # noqa: E402
 from datamodules.sampler import EpochShuffleSampler  # noqa: E402
 from models import ClassificationTask  # noqa: E402
@@ -95,6 +96,7 @@ def main() -> None:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
+            callbacks=[EvaluationPointCallback()],  # validation at the evaluation point, as the runner does
         )
         trainer.fit(model, datamodule=Data(args.global_batch // world))
         optimizer = trainer.optimizers[0]

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from benchmark.callbacks import RNGStateCallback
+from benchmark.callbacks import EvaluationPointCallback, RNGStateCallback
 from datamodules import VOCDataModule
 from models import SegmentationTask
 from optim import evaluation_point
@@ -20,7 +20,8 @@ def _parts(optimizer: str, workers: int):
     # come out the same after a resume.
     data = VOCDataModule(crop_size=40, batch_size=4, num_workers=workers, persistent_workers=False, seed=3)
     args = {"average": True} if optimizer == "clipped_sgd" else {}
-    model = SegmentationTask(optimizer=optimizer, optimizer_args=args, arch_args={"width": 0.0625, "fc_channels": 16}, init_seed=0)
+    arch = {"width": 0.0625, "fc_channels": 16, "batch_norm": True}  # BatchNorm: recomputed at the evaluation point
+    model = SegmentationTask(optimizer=optimizer, optimizer_args=args, arch_args=arch, init_seed=0)
     return data, model
 
 
@@ -36,7 +37,9 @@ def _fit(tmp_path, optimizer, workers, epochs, ckpt_path=None):
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[RNGStateCallback(), ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+        # The evaluation point swaps weights (and BatchNorm statistics) around every
+        # validation and in checkpoints: the live state must still resume bit-exactly.
+        callbacks=[RNGStateCallback(), EvaluationPointCallback(bn_batches=2), ModelCheckpoint(dirpath=tmp_path, save_last=True)],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)

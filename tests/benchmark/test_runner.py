@@ -107,7 +107,8 @@ def test_run_directory_layout(finished_run):
         assert (finished_run / name).exists(), name
     final = json.loads((finished_run / "final.json").read_text())
     assert final["optimizer"] == "clipped_sstm" and final["task"] == "classification" and final["seed"] == 0
-    assert final["evaluated_at"] == "evaluation_point"
+    assert final["evaluate_at"] == "evaluation_point"
+    assert final["bn_recomputed"] is True  # ResNet-18 has BatchNorm and SSTM's y differs from x
     assert final["optimizer_hparams"]["max_ratio"] == 0.99 and final["accumulate_grad_batches"] == 2
     assert 0.0 <= final["metrics"]["val/top1"] <= 1.0
 
@@ -118,11 +119,11 @@ def test_offline_wandb_run_has_the_expected_keys(finished_run):
     assert len(runs) == 1
     run = read_offline_run(runs[0])
     assert run.group == "imagenet" and run.name == "clipped_sstm-seed0"
-    for key in ("task", "dataset", "optimizer", "optimizer_hparams", "seed", "versions", "device", "eval_at"):
+    for key in ("task", "dataset", "optimizer", "optimizer_hparams", "seed", "versions", "device", "evaluate_at"):
         assert key in run.config, key
     assert run.config["cli"]["trainer"]["accumulate_grad_batches"] == 2  # the whole CLI config travels
     keys = set().union(*run.history)
-    for key in ("train/loss_step", "optim/grad_norm", "optim/clip_factor", "optim/clipped_fraction", "optim/alpha", "optim/clip_threshold", "optim/lr", "val/top1", "val/top5", "val/at_evaluation_point"):
+    for key in ("train/loss_step", "optim/grad_norm", "optim/clip_factor", "optim/clipped_fraction", "optim/alpha", "optim/clip_threshold", "optim/lr", "val/top1", "val/top5", "val/evaluate_at_evaluation_point", "val/bn_recomputed"):
         assert key in keys, key
     assert "val/top1" in run.summary
 
@@ -142,7 +143,7 @@ def test_report_from_the_run_and_from_its_offline_wandb_copy(finished_run, tmp_p
 def _fake_run(root: Path, dataset, task, optimizer, seed, metrics, losses, vals, primary, segments=1):
     run = root / dataset / optimizer / f"seed{seed}"
     run.mkdir(parents=True)
-    final = {"dataset": dataset, "task": task, "optimizer": optimizer, "seed": seed, "primary_metric": primary, "metrics": metrics, "evaluated_at": "evaluation_point"}
+    final = {"dataset": dataset, "task": task, "optimizer": optimizer, "seed": seed, "primary_metric": primary, "metrics": metrics, "evaluate_at": "evaluation_point"}
     (run / "final.json").write_text(json.dumps(final))
     rows = [(s, f"{l}", "") for s, l in losses] + [(s, "", f"{v}") for s, v in vals]
     per_segment = max(1, len(rows) // segments)

@@ -7,6 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from benchmark.callbacks import EvaluationPointCallback
 from datamodules import DIV2KDataModule, ImageNetDataModule, VOCDataModule
 from models import ClassificationTask, SegmentationTask, SuperResolutionTask
 from optim import ClippedSSTM, evaluation_point, list_optimizers
@@ -28,7 +29,8 @@ def tiny(dataset: str, optimizer: str, **model_kwargs):
     return data, model
 
 
-def _trainer(tmp_path, **kwargs):
+def _trainer(tmp_path, evaluation=None, callbacks=(), **kwargs):
+    """A small CPU Trainer with the runner's evaluation-point callback (``evaluation``, default settings if None)."""
     defaults = dict(
         accelerator="cpu",
         max_steps=3,
@@ -41,7 +43,8 @@ def _trainer(tmp_path, **kwargs):
         enable_model_summary=False,
         default_root_dir=str(tmp_path),
     )
-    return pl.Trainer(**{**defaults, **kwargs})
+    callbacks = [evaluation or EvaluationPointCallback(), *callbacks]
+    return pl.Trainer(**{**defaults, **kwargs}, callbacks=callbacks)
 
 
 @pytest.mark.parametrize("optimizer", list_optimizers())
@@ -79,24 +82,26 @@ class _Recorder(pl.Callback):
         self.seen.append([p.detach().clone() for p in pl_module.net.parameters()])
 
 
-@pytest.mark.parametrize("eval_at", ["evaluation_point", "parameters"])
-def test_validation_and_export_use_the_evaluation_point(eval_at, tmp_path):
+@pytest.mark.parametrize("evaluate_at", ["evaluation_point", "parameters"])
+def test_validation_and_export_use_the_evaluation_point(evaluate_at, tmp_path):
     pl.seed_everything(0, verbose=False)
-    data, model = tiny("imagenet", "clipped_sstm", eval_at=eval_at)
+    data, model = tiny("imagenet", "clipped_sstm")
     recorder = _Recorder()
-    trainer = _trainer(tmp_path, callbacks=[recorder], limit_val_batches=1)
+    evaluation = EvaluationPointCallback(evaluate_at=evaluate_at)
+    trainer = _trainer(tmp_path, evaluation, callbacks=[recorder], limit_val_batches=1)
     trainer.fit(model, datamodule=data)
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, ClippedSSTM)
     y = evaluation_point(optimizer)
     x = list(model.net.parameters())
     assert not all(torch.equal(a, b) for a, b in zip(x, y))  # y differs from x after steps
-    expected = y if eval_at == "evaluation_point" else x
+    expected = y if evaluate_at == "evaluation_point" else x
     assert all(torch.equal(a, b) for a, b in zip(recorder.seen[-1], expected))
     # After validation the live parameters are back, bit for bit.
     assert all(torch.equal(a, b) for a, b in zip(model.net.parameters(), x))
-    assert trainer.callback_metrics["val/at_evaluation_point"] == float(eval_at == "evaluation_point")
-    exported = model.evaluation_state_dict()
+    assert trainer.callback_metrics["val/evaluate_at_evaluation_point"] == float(evaluate_at == "evaluation_point")
+    assert trainer.callback_metrics["val/bn_recomputed"] == float(evaluate_at == "evaluation_point")
+    exported = evaluation.evaluation_state_dict(trainer, model)
     names = [n for n, _ in model.named_parameters()]
     for name, tensor in zip(names, expected):
         assert torch.equal(exported[name], tensor)
@@ -138,5 +143,12 @@ def test_bad_optimizer_config_is_named():
         ClassificationTask(optimizer="lion")
     with pytest.raises(ValueError, match="Unknown keyword.*'lipschitz'.*accepted: lr, L, clip_level"):
         ClassificationTask(optimizer="clipped_sstm", optimizer_args={"lipschitz": 1.0})
-    with pytest.raises(ValueError, match="Invalid eval_at: 'y'"):
-        ClassificationTask(eval_at="y")
+
+
+
+def test_the_removed_eval_at_is_named():
+    with pytest.raises(ValueError, match="Invalid eval_at: 'parameters': model.init_args.eval_at was removed.*--evaluation_point.evaluate_at parameters"):
+        ClassificationTask(eval_at="parameters")
+    # The old default, which checkpoints made before hold in their hyperparameters, still loads.
+    with pytest.warns(DeprecationWarning, match="eval_at is deprecated and ignored"):
+        ClassificationTask(num_classes=3, eval_at="evaluation_point")
