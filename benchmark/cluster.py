@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 
 from .grid import DATASETS, DEFAULT_OPTIMIZERS, config_stack
+from .tasks import run_directory
 
 __all__ = ["main", "render"]
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         for optimizer in args.optimizers:
             for seed in args.seeds:
-                run_dir = (Path(args.runs_dir) / dataset / optimizer / f"seed{seed}").resolve()
+                run_dir = run_directory(args.runs_dir, dataset, optimizer, seed).resolve()
                 if (run_dir / "final.json").exists():
                     print(f"done already: {run_dir}")
                     continue

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .report import build_report, load_runs
+from .tasks import CONFIG_DIR, dataset_names, get_task, run_directory
+from .tracking import WANDB_MODES
 
 __all__ = ["DATASETS", "GridRun", "main", "plan"]
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-DATASETS = ("imagenet", "voc", "div2k")
+DATASETS = dataset_names()
 DEFAULT_OPTIMIZERS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
 
 
@@ -100,7 +101,7 @@ def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     Raises:
         FileNotFoundError: no config for this dataset/optimizer (the message lists what exists).
     """
-    folder = CONFIG_DIR / dataset
+    folder = get_task(dataset).config_dir
     optimizer_file = folder / f"{optimizer}.yaml"
     if not optimizer_file.exists():
         available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("data", "model") and not p.stem.startswith("embedded"))
@@ -142,7 +143,7 @@ def plan(args: argparse.Namespace) -> list[GridRun]:
         for optimizer in args.optimizers:
             stack = config_stack(dataset, optimizer, args.preset)
             for seed in args.seeds:
-                run_dir = Path(args.runs_dir) / dataset / optimizer / f"seed{seed}"
+                run_dir = run_directory(args.runs_dir, dataset, optimizer, seed)
                 cmd = [sys.executable, "-m", "benchmark", "fit"]
                 for path in stack:
                     cmd += ["--config", str(path)]
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Arguments after -- go to every `python -m benchmark fit`, e.g. -- --trainer.max_steps 20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets (tasks) to run")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets (tasks) to run (benchmark/tasks.py)")
     parser.add_argument("--optimizers", nargs="+", default=list(DEFAULT_OPTIMIZERS), help="registry names, each needs benchmark/configs/<dataset>/<name>.yaml")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (initial weights and data order)")
     parser.add_argument("--preset", choices=("bench", "full"), default="bench", help="bench: embedded data, small budgets; full: reference protocol on real data")
@@ -279,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parallel", default="auto", help="concurrent runs; auto = one per visible GPU when each run uses one device")
     parser.add_argument("--runs-dir", default="runs", help="where run directories go")
     parser.add_argument("--out", default=None, help="report directory (default: results/<timestamp>)")
-    parser.add_argument("--wandb", default="auto", choices=("auto", "online", "offline", "disabled"))
+    parser.add_argument("--wandb", default="auto", choices=WANDB_MODES)
     parser.add_argument("--probe-noise", action="store_true", help="probe each dataset's gradient noise at initialisation first and put the table in the report")
     parser.add_argument("--noise", nargs=0, action=_RenamedFlag, help=argparse.SUPPRESS)
     parser.add_argument("--noise-batches", type=int, default=30, help="mini-batches per noise probe (K)")

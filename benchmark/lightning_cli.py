@@ -49,13 +49,14 @@ from .callbacks import (
     SlurmRequeueCallback,
 )
 from .callbacks.run_summary import dataset_name
+from .tasks import run_directory
 from .tracking import WANDB_MODES, make_loggers
 
 __all__ = ["ClipbenchCLI", "default_run_dir"]
 
 
 def default_run_dir(dataset: str, optimizer: str, seed: Any) -> Path:
-    return Path("runs") / dataset / optimizer / f"seed{seed}"
+    return run_directory("runs", dataset, optimizer, seed)
 
 
 class ClipbenchCLI(LightningCLI):

@@ -17,18 +17,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .tasks import TASKS, dataset_names, get_task
 from .tracking import read_metrics_csv, read_offline_run
 
 __all__ = ["RunRecord", "TASK_ROWS", "build_report", "load_runs", "main"]
 
-# dataset -> (task label, model label, metric label, factor to the table's unit)
-TASK_ROWS: dict[str, tuple[str, str, str, float]] = {
-    "imagenet": ("ImCl", "ResNet-18", "Top-1 (%)", 100.0),
-    "voc": ("SemSeg", "FCN32s + VGG16", "val mIoU", 1.0),
-    "div2k": ("SupRes", "SRResNet", "val mPSNR (dB)", 1.0),
-}
-PRIMARY = {"classification": "val/top1", "segmentation": "val/miou", "super_resolution": "val/psnr"}
-TASK_DATASET = {"classification": "imagenet", "segmentation": "voc", "super_resolution": "div2k"}
+# dataset -> (task label, model label, metric label, factor to the table's unit), from the task table
+TASK_ROWS: dict[str, tuple[str, str, str, float]] = {t.name: (*t.row_labels, t.factor) for t in TASKS}
+PRIMARY = {t.kind: t.primary_metric for t in TASKS}
+TASK_DATASET = {t.kind: t.name for t in TASKS}
+
+
 class _RegistryLabels(Mapping):
     """The registry's display names (``OptimizerSpec.display_name``), in its table order;
     read on first use, so that importing this module does not import torch."""
@@ -198,24 +197,28 @@ def thesis_table(agg: dict, records: list[RunRecord]) -> str:
     """Rows Task / Model / Metric, one column per optimizer, the best of a row in bold."""
     optimizers = _order({r.optimizer for r in records})
     header = ["Task", "Model", "Metric", *(OPTIMIZER_LABELS.get(o, o) for o in optimizers)]
-    has_sr = "div2k" in agg or any(r.task == "super_resolution" for r in records)
+    known = {t.name: t for t in TASKS}
+    has_sr = any(known[d].baseline for d in agg if d in known)
     if has_sr:
         header.append("bicubic")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for dataset in sorted(agg, key=lambda d: list(TASK_ROWS).index(d) if d in TASK_ROWS else 99):
+    order = dataset_names()
+    for dataset in sorted(agg, key=lambda d: order.index(d) if d in order else len(order)):
         primary = next(r.primary_metric for r in records if r.dataset == dataset)
-        task, model, label, factor = TASK_ROWS.get(dataset, (dataset, "", primary, 1.0))
-        digits = 2 if factor != 1.0 or primary.endswith("psnr") else 3
+        spec = known.get(dataset)
+        task, model, label = spec.row_labels if spec else (dataset, "", primary)
+        factor, digits = (spec.factor, spec.digits) if spec else (1.0, 3)
         means = {o: agg[dataset][o][primary]["mean"] for o in optimizers if primary in agg[dataset].get(o, {})}
-        best = max(means.values()) if means else None
+        # Best in the metric's direction (bits per character: lower).
+        best = (spec.best if spec else max)(list(means.values())) if means else None
         cells = [
             _cell(agg[dataset][o][primary], factor, digits, means[o] == best) if o in means else "—"
             for o in optimizers
         ]
         if has_sr:
-            bicubic = [agg[dataset].get(o, {}).get(f"{primary}_bicubic") for o in optimizers]
-            bicubic = [b for b in bicubic if b]
-            cells.append(f"{bicubic[0]['mean'] * factor:.{digits}f}" if bicubic else "—")
+            baseline = [agg[dataset].get(o, {}).get(spec.baseline) for o in optimizers] if spec and spec.baseline else []
+            baseline = [b for b in baseline if b]
+            cells.append(f"{baseline[0]['mean'] * factor:.{digits}f}" if baseline else "—")
         lines.append("| " + " | ".join([task, model, label, *cells]) + " |")
     return "\n".join(lines)
 
@@ -307,7 +310,8 @@ def build_report(
         notes,
         f"Runs: {len(records)} ({', '.join(sorted({r.dataset for r in records}))}; seeds {seeds}). "
         "Metrics are read at the optimizer's evaluation point (clipped-SSTM: y, averaged clipped-SGD: x̄) "
-        "unless a run says otherwise; with several seeds a cell is mean ± std. Best per row in bold.\n",
+        "unless a run says otherwise; with several seeds a cell is mean ± std. Best per row in bold "
+        "(the highest, or the lowest where lower is better: bits per character).\n",
         thesis_table(agg, records),
         "\n\nThe thesis's figures for the same table (real data, full budgets), for reference:\n",
         _thesis_reference_table(),
@@ -331,8 +335,8 @@ def build_report(
 def _thesis_reference_table() -> str:
     optimizers = ["sgd", "adam", "clipped_sgd", "clipped_sstm"]
     lines = ["| Task | Model | Metric | " + " | ".join(OPTIMIZER_LABELS[o] for o in optimizers) + " |", "|---|---|---|---|---|---|---|"]
-    for dataset, (task, model, label, _) in TASK_ROWS.items():
-        values = THESIS[dataset]
+    for dataset, values in THESIS.items():
+        task, model, label = get_task(dataset).row_labels
         best = max(values.values())
         cells = [f"**{values[o]}**" if values[o] == best else str(values[o]) for o in optimizers]
         lines.append(f"| {task} | {model} | {label} | " + " | ".join(cells) + " |")

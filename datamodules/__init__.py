@@ -1,6 +1,6 @@
 """LightningDataModules of the benchmark tasks, with embedded default datasets.
 
->>> from datamodules import ImageNetDataModule, VOCDataModule, DIV2KDataModule
+>>> from datamodules import ImageNetDataModule, VOCDataModule, DIV2KDataModule, TextDataModule
 >>> dm = VOCDataModule()            # data_dir=None: the embedded VOC-like dataset
 >>> dm = VOCDataModule("/data/voc")  # the real one: /data/voc/VOCdevkit/VOC2012/...
 
@@ -17,9 +17,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from .base import ClipbenchDataModule  # noqa: E402
 from .datasets import CorruptImageWarning  # noqa: E402
 from .div2k import DIV2KDataModule, MissingLRWarning  # noqa: E402
-from .errors import CorruptImageError, DatasetError, DatasetLayoutError, ImagePairError  # noqa: E402
+from .errors import CorruptImageError, DatasetError, DatasetLayoutError, ImagePairError, TextFileError  # noqa: E402
 from .imagenet import ImageNetDataModule  # noqa: E402
 from .sampler import UnpaddedDistributedSampler  # noqa: E402
+from .text import TextDataModule  # noqa: E402
 from .voc import VOCDataModule  # noqa: E402
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "ImageNetDataModule",
     "ImagePairError",
     "MissingLRWarning",
+    "TextDataModule",
+    "TextFileError",
     "UnpaddedDistributedSampler",
     "VOCDataModule",
 ]

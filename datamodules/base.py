@@ -26,7 +26,7 @@ from .transforms import Backend
 
 __all__ = ["ClipbenchDataModule", "derive_seed", "seed_worker"]
 
-Task = Literal["classification", "segmentation", "super_resolution"]
+TaskName = Literal["classification", "segmentation", "super_resolution", "language_model"]
 
 
 def seed_worker(worker_id: int) -> None:
@@ -78,7 +78,7 @@ class ClipbenchDataModule(pl.LightningDataModule):
         ValueError: a size or count argument is out of range.
     """
 
-    task: ClassVar[Task]
+    task: ClassVar[TaskName]
     embedded: ClassVar[EmbeddedSpec]
     #: Classes predicted by the model (``None`` for super-resolution).
     num_classes: int | None = None
@@ -278,7 +278,9 @@ class ClipbenchDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """Deterministic evaluation batches, each sample exactly once across all ranks."""
-        dataset = self._require("val")
+        return self._eval_loader(self._require("val"))
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
         sampler = None
         if self._world_size > 1:
             sampler = UnpaddedDistributedSampler(dataset, num_replicas=self._world_size, rank=self._global_rank)

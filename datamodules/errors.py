@@ -8,7 +8,7 @@ also derive from the matching built-in exception, so ``except FileNotFoundError`
 
 from __future__ import annotations
 
-__all__ = ["CorruptImageError", "DatasetError", "DatasetLayoutError", "ImagePairError"]
+__all__ = ["CorruptImageError", "DatasetError", "DatasetLayoutError", "ImagePairError", "TextFileError"]
 
 
 class DatasetError(Exception):
@@ -25,3 +25,7 @@ class CorruptImageError(DatasetError, OSError):
 
 class ImagePairError(DatasetError, ValueError):
     """Two files that belong together disagree (image vs mask, LR vs HR sizes)."""
+
+
+class TextFileError(DatasetError, ValueError):
+    """A text dataset's file is binary or not valid UTF-8."""

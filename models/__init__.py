@@ -2,6 +2,7 @@
 
 from .base import TaskModule, parameter_groups
 from .classification import ClassificationTask
+from .language_model import LanguageModelTask
 from .segmentation import SegmentationTask
 from .super_resolution import SuperResolutionTask
 
@@ -9,6 +10,7 @@ TASKS = {
     "classification": ClassificationTask,
     "segmentation": SegmentationTask,
     "super_resolution": SuperResolutionTask,
+    "language_model": LanguageModelTask,
 }
 
-__all__ = ["TASKS", "ClassificationTask", "SegmentationTask", "SuperResolutionTask", "TaskModule", "parameter_groups"]
+__all__ = ["TASKS", "ClassificationTask", "LanguageModelTask", "SegmentationTask", "SuperResolutionTask", "TaskModule", "parameter_groups"]

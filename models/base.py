@@ -26,16 +26,21 @@ LR_SCHEDULERS = ("constant", "cosine", "poly", "step")
 
 
 def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict[str, Any]]:
-    """Two groups: weights with ``weight_decay``, and biases/norm parameters without.
+    """Two groups: weights with ``weight_decay``, and biases/norm/embedding parameters without.
 
     Biases and normalisation scales (every parameter with ndim ≤ 1) are not decayed, as in
-    most ImageNet recipes; ``decay_norm_and_bias=True`` decays everything (one group).
+    most ImageNet recipes, nor are embedding tables (``nn.Embedding`` weights, also when
+    tied to an output layer), as in GPT-2-style recipes (nanoGPT, Hugging Face):
+    decay would pull rarely seen tokens' rows to zero. ``decay_norm_and_bias=True``
+    decays everything (one group).
     """
     params = [p for p in net.parameters() if p.requires_grad]
     if decay_norm_and_bias or not weight_decay:
         return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
+    embeddings = {id(m.weight) for m in net.modules() if isinstance(m, nn.Embedding)}
+    exempt = [p.ndim <= 1 or id(p) in embeddings for p in params]
+    decay = [p for p, skip in zip(params, exempt) if not skip]
+    no_decay = [p for p, skip in zip(params, exempt) if skip]
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -72,7 +77,8 @@ class TaskModule(pl.LightningModule):
             whole run, optional ``warmup_steps``), or ``step`` (per epoch: ``step_size``,
             ``gamma``).
         lr_scheduler_args: keyword arguments of the schedule.
-        decay_norm_and_bias: also apply weight decay to biases and norm parameters.
+        decay_norm_and_bias: also apply weight decay to biases, norm parameters and
+            embedding tables.
         eval_at: removed: where validation evaluates is the ``evaluate_at`` of the
             runner's ``EvaluationPointCallback`` (CLI ``--evaluation_point.evaluate_at``).
             Only the old default ``evaluation_point`` is still accepted (checkpoints made
@@ -84,7 +90,7 @@ class TaskModule(pl.LightningModule):
     """
 
     task: str = ""
-    #: the metric the benchmark table reports (higher is better)
+    #: the metric the benchmark table reports (its direction: ``benchmark.tasks``)
     primary_metric: str = ""
 
     def __init__(

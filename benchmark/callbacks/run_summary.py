@@ -16,6 +16,7 @@ from optim import get_optimizer_spec
 from optim.base import ClippedOptimizer
 
 from .evaluation_point import find_evaluation_point_callback
+from ..tasks import task_of_datamodule
 
 __all__ = ["RunSummaryCallback", "dataset_name", "run_metadata"]
 
@@ -43,9 +44,14 @@ def _device(trainer: pl.Trainer) -> str:
 
 
 def dataset_name(datamodule: Any) -> str | None:
-    """The dataset's short name (``imagenet``, ``voc``, ``div2k``) for run names and reports."""
+    """The dataset's short name (``imagenet``, ``voc``, ``div2k``, ``text``) for run names
+    and reports: its entry in the task table (``benchmark.tasks``), else the DataModule's
+    embedded dataset or class name."""
     if datamodule is None:
         return None
+    task = task_of_datamodule(datamodule)
+    if task is not None:
+        return task.name
     spec = getattr(datamodule, "embedded", None)
     return getattr(spec, "name", None) or type(datamodule).__name__.lower().removesuffix("datamodule")
 

@@ -24,12 +24,13 @@ from .methods import METHODS, Method
 from .noise import NoiseModel
 from .per_run import PerRunClippedSGD, PerRunClippedSSTM
 from .quadratic import QuadraticProblem
-from .runner import ConvexRunner, Task, Trajectory
+from .runner import ConvexProblemRun, ConvexRunner, Trajectory
 from .suite import ConvexSuite
 from .theory import TheoryConstants
 
 __all__ = [
     "METHODS",
+    "ConvexProblemRun",
     "ConvexRunner",
     "ConvexSuite",
     "Experiment",
@@ -39,7 +40,6 @@ __all__ = [
     "PerRunClippedSGD",
     "PerRunClippedSSTM",
     "QuadraticProblem",
-    "Task",
     "TheoryConstants",
     "Trajectory",
 ]

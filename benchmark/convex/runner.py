@@ -19,7 +19,7 @@ from optim import evaluation_point
 from .experiment import Experiment
 from .methods import METHODS
 
-__all__ = ["PROBS", "ConvexRunner", "Task", "Trajectory", "checkpoints", "quantiles", "run_tasks"]
+__all__ = ["PROBS", "ConvexProblemRun", "ConvexRunner", "Trajectory", "checkpoints", "quantiles", "run_tasks"]
 
 #: quantile levels recorded at every checkpoint: the central 99% and 90% bands, the
 #: median, the upper 90%/99% quantiles of the tables, and the maximum
@@ -50,7 +50,7 @@ def quantiles(values: Tensor, probs: Iterable[float] = PROBS) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Task:
+class ConvexProblemRun:
     """One vectorised run: ``runs`` seeds of ``method`` with ``hparams`` on ``experiment``."""
 
     experiment: Experiment
@@ -65,7 +65,7 @@ class Task:
 
 @dataclass
 class Trajectory:
-    """The result of a :class:`Task`.
+    """The result of a :class:`ConvexProblemRun`.
 
     Attributes:
         output, last: ``(len(checkpoints), len(PROBS))`` quantiles of f − f* across runs,
@@ -127,7 +127,7 @@ class ConvexRunner:
     sequence, which makes their comparison sharper than independent seeds would.
     """
 
-    def run(self, task: Task) -> Trajectory:
+    def run(self, task: ConvexProblemRun) -> Trajectory:
         """Run ``task``.
 
         Returns:
@@ -138,7 +138,7 @@ class ConvexRunner:
         """
         return self.run_group([task])[0]
 
-    def run_group(self, tasks: list[Task]) -> list[Trajectory]:
+    def run_group(self, tasks: list[ConvexProblemRun]) -> list[Trajectory]:
         """Run tasks that differ only in their hyperparameters, in lockstep.
 
         They share every random draw (they would anyway: same seed and stream), so each
@@ -214,14 +214,14 @@ class ConvexRunner:
         return results
 
 
-def _cost(task: Task) -> float:
+def _cost(task: ConvexProblemRun) -> float:
     """A rough cost for scheduling: per step, the per-run work plus a fixed Python overhead."""
     e = task.experiment
     per_run = e.dim if e.problem == "quadratic" else 50  # logistic: d = 6, plus a gather per run
     return task.runs * e.iters * (per_run + 50)
 
 
-def _group_key(task: Task) -> tuple:
+def _group_key(task: ConvexProblemRun) -> tuple:
     return (task.experiment, task.method, task.runs, task.seed, task.source, task.stream)
 
 
@@ -233,7 +233,7 @@ def _streams(seed: int, stream: str, device: torch.device) -> tuple[torch.Genera
     return generator, np.random.default_rng(sequence)
 
 
-def _run_group(tasks: list[Task]) -> list[Trajectory]:
+def _run_group(tasks: list[ConvexProblemRun]) -> list[Trajectory]:
     return ConvexRunner().run_group(tasks)
 
 
@@ -251,7 +251,7 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def run_tasks(tasks: list[Task], *, jobs: int = 1, progress: bool = True, desc: str = "runs") -> list[Trajectory]:
+def run_tasks(tasks: list[ConvexProblemRun], *, jobs: int = 1, progress: bool = True, desc: str = "runs") -> list[Trajectory]:
     """Run ``tasks``, in ``jobs`` worker processes when jobs > 1, results in task order.
 
     Tasks that differ only in their hyperparameters (a sweep's grid for one method) run

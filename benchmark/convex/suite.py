@@ -8,7 +8,7 @@ from typing import Any
 
 from .experiment import Experiment
 from .methods import METHODS, check_methods
-from .runner import Task, Trajectory, run_tasks
+from .runner import ConvexProblemRun, Trajectory, run_tasks
 from .tuning import Sweep, SweepResult
 
 __all__ = ["SOURCES", "ConvexSuite", "ExperimentResult"]
@@ -96,11 +96,11 @@ class ConvexSuite:
             for e in self.experiments
             if "tuned" in self.sources(e)
         }
-        phase1: list[Task] = []
+        phase1: list[ConvexProblemRun] = []
         for e in self.experiments:
             if "theory" in self.sources(e):
                 for m in self.methods:
-                    phase1.append(Task(e, m, e.theory_hparams(METHODS[m]), self.runs, self.seed, "theory"))
+                    phase1.append(ConvexProblemRun(e, m, e.theory_hparams(METHODS[m]), self.runs, self.seed, "theory"))
             if e in sweeps:
                 phase1 += sweeps[e].tasks()
         done1 = self._run(phase1, "theory settings and sweeps")
@@ -109,7 +109,7 @@ class ConvexSuite:
             grid = [t for task, t in zip(phase1, done1) if task.experiment == e and task.source == "sweep"]
             selected[e] = sweep.select(grid)
         phase2 = [
-            Task(e, m, selected[e][m].best, self.runs, self.seed, "tuned")
+            ConvexProblemRun(e, m, selected[e][m].best, self.runs, self.seed, "tuned")
             for e in sweeps
             for m in self.methods
             if m in selected[e]
@@ -138,5 +138,5 @@ class ConvexSuite:
         self.seconds = time.perf_counter() - start
         return results
 
-    def _run(self, tasks: list[Task], desc: str) -> list[Trajectory]:
+    def _run(self, tasks: list[ConvexProblemRun], desc: str) -> list[Trajectory]:
         return run_tasks(tasks, jobs=self.jobs, progress=self.progress, desc=desc)

@@ -8,7 +8,7 @@ from typing import Any
 
 from .experiment import Experiment
 from .methods import BOUNDS, METHODS, check_methods
-from .runner import Task, Trajectory
+from .runner import ConvexProblemRun, Trajectory
 
 __all__ = ["CRITERIA", "Sweep", "SweepResult"]
 
@@ -79,12 +79,12 @@ class Sweep:
         self.seed = seed
         self.criterion = criterion
 
-    def tasks(self) -> list[Task]:
+    def tasks(self) -> list[ConvexProblemRun]:
         """One task per (method, grid point)."""
         problem = self.experiment.build_problem()
         batch = float(self.experiment.batches(METHODS["sgd"]).mean())
         return [
-            Task(self.experiment, name, hparams, self.runs, self.seed, source="sweep", stream="tune")
+            ConvexProblemRun(self.experiment, name, hparams, self.runs, self.seed, source="sweep", stream="tune")
             for name in self.methods
             for hparams in METHODS[name].grid(problem, batch)
         ]

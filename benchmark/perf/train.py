@@ -43,9 +43,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from optim.clipping import device_code_path
 
+from ..tasks import get_task
 from .common import machine_info, markdown_table
 
-__all__ = ["TASKS", "add_arguments", "lightning_run", "plain_run", "run"]
+__all__ = ["TASKS", "PerfWorkload", "add_arguments", "lightning_run", "plain_run", "run"]
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "trainer.yaml"
 OPTIMIZERS = ["sgd", "adam", "clipped_sgd", "clipped_sstm"]  # the thesis's four
@@ -73,14 +74,15 @@ def _super_resolution(batch: int, size: int, device: torch.device, gen: torch.Ge
 
 
 @dataclass(frozen=True)
-class Task:
-    """A task module, how to make its batch, and the (batch, image side) cases to time.
+class PerfWorkload:
+    """What to time: a benchmark task's module (by its dataset name in
+    :mod:`benchmark.tasks`), how to make its batch, and the (batch, image side) cases.
 
     ``cuda`` holds the issue's sizes; ``cpu`` tiny ones (with ``cpu_args`` shrinking the
     network) so that the command finishes in a minute or two on a laptop-class CPU.
     """
 
-    module: str
+    task: str
     make_batch: Callable[..., tuple[Tensor, Tensor]]
     cuda: tuple[tuple[int, int], ...]
     cpu: tuple[tuple[int, int], ...]
@@ -90,13 +92,13 @@ class Task:
     target: float | None = None
 
 
-TASKS: dict[str, Task] = {
-    "resnet18": Task("ClassificationTask", _classification, ((256, 224),), ((8, 64),),
-                     {"num_classes": 100, "arch": "resnet18"}, target=0.98),
-    "fcn32s": Task("SegmentationTask", _segmentation, ((16, 500),), ((2, 64),), {"num_classes": 21, "arch": "fcn32s"},
-                   {"arch_args": {"width": 0.125, "fc_channels": 64}}),
-    "srresnet": Task("SuperResolutionTask", _super_resolution, ((16, 96), (64, 96)), ((4, 48),),
-                     {"scale": 4, "arch": "srresnet"}, {"arch_args": {"num_features": 16, "num_blocks": 2}}),
+TASKS: dict[str, PerfWorkload] = {
+    "resnet18": PerfWorkload("imagenet", _classification, ((256, 224),), ((8, 64),),
+                             {"num_classes": 100, "arch": "resnet18"}, target=0.98),
+    "fcn32s": PerfWorkload("voc", _segmentation, ((16, 500),), ((2, 64),), {"num_classes": 21, "arch": "fcn32s"},
+                           {"arch_args": {"width": 0.125, "fc_channels": 64}}),
+    "srresnet": PerfWorkload("div2k", _super_resolution, ((16, 96), (64, 96)), ((4, 48),),
+                             {"scale": 4, "arch": "srresnet"}, {"arch_args": {"num_features": 16, "num_blocks": 2}}),
 }  # fmt: skip
 
 
@@ -124,13 +126,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_module(task: Task, optimizer: str, device: torch.device, compiled: bool, channels_last: bool):
+def build_module(task: PerfWorkload, optimizer: str, device: torch.device, compiled: bool, channels_last: bool):
     """A fresh task module (initial weights fixed by ``init_seed``)."""
-    import models
-
     args = {**task.args, **(task.cpu_args if device.type == "cpu" else {})}
-    return getattr(models, task.module)(optimizer=optimizer, channels_last=channels_last, compile=compiled,
-                                        init_seed=0, **args)  # fmt: skip
+    return get_task(task.task).module_class()(optimizer=optimizer, channels_last=channels_last, compile=compiled,
+                                              init_seed=0, **args)  # fmt: skip
 
 
 class _Window(pl.Callback):
@@ -446,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fresh(task: Task, optimizer: str, device: torch.device, mode: str, args: argparse.Namespace):
+def _fresh(task: PerfWorkload, optimizer: str, device: torch.device, mode: str, args: argparse.Namespace):
     """A new module; for compiled runs after a dynamo reset, so that every run compiles its
     own graphs (in its warm-up) instead of exhausting dynamo's recompile limit, after which
     it would silently run eagerly."""

@@ -3,6 +3,7 @@
 - :func:`resnet18` — classification (He et al. 2016), torchvision's network.
 - :class:`FCN32s` — semantic segmentation (Long et al. 2015), VGG-16 backbone.
 - :class:`SRResNet` — super-resolution (Ledig et al. 2017).
+- :class:`GPT` — byte-level language modelling (a GPT-2-style decoder, Radford et al. 2019).
 
 :func:`build_architecture` builds one by name, for configs::
 
@@ -20,12 +21,14 @@ from typing import Any, Callable
 from torch import nn
 
 from .fcn import FCN32s, default_vgg16_weights_path
+from .gpt import GPT
 from .resnet import resnet18
 from .srresnet import SRResNet
 
 __all__ = [
     "ARCHITECTURES",
     "FCN32s",
+    "GPT",
     "SRResNet",
     "build_architecture",
     "default_vgg16_weights_path",
@@ -34,7 +37,7 @@ __all__ = [
 
 #: name -> builder (a class or a function whose keywords are the network's options).
 ARCHITECTURES: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType(
-    {"resnet18": resnet18, "fcn32s": FCN32s, "srresnet": SRResNet}
+    {"resnet18": resnet18, "fcn32s": FCN32s, "srresnet": SRResNet, "gpt": GPT}
 )
 
 
@@ -42,7 +45,7 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered network by name.
 
     Args:
-        name: one of ``ARCHITECTURES`` (``"resnet18"``, ``"fcn32s"``, ``"srresnet"``).
+        name: one of ``ARCHITECTURES`` (``"resnet18"``, ``"fcn32s"``, ``"srresnet"``, ``"gpt"``).
         **kwargs: the builder's keyword arguments (e.g. ``num_classes``, ``scale``).
 
     Returns:

@@ -3,9 +3,10 @@
 Run by tests/benchmark/test_ddp.py, either directly (one process) or through torchrun
 (several processes, possibly as several "nodes" on localhost). Each rank writes what the
 test compares: the final parameters, the optimizer's evaluation point and optimizer-level
-state, and the validation metrics.
+state, and the validation metrics. ``--task`` picks the task module: classification (a
+small CNN) or language_model (a small GPT on random byte sequences).
 
-    python ddp_script.py OUT --devices 1 --num-nodes 1 --global-batch 8
+    python ddp_script.py OUT --devices 1 --num-nodes 1 --global-batch 8 [--task language_model]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmark.callbacks import EvaluationPointCallback  # noqa: E402
 from datamodules import UnpaddedDistributedSampler  # noqa: E402
 from datamodules.sampler import EpochShuffleSampler  # noqa: E402
-from models import ClassificationTask  # noqa: E402
+from models import ClassificationTask, LanguageModelTask  # noqa: E402
 from optim import evaluation_point, list_optimizers  # noqa: E402
 
 
@@ -42,14 +43,27 @@ class TinyTask(ClassificationTask):
         )
 
 
+class TinyLanguageModel(LanguageModelTask):
+    """The real language-model task (cross-entropy, val/bpc, optimizer factory, evaluation
+    point) on a one-layer GPT over 16 token values."""
+
+    def __init__(self, **kwargs):
+        torch.manual_seed(0)
+        super().__init__(vocab_size=16, block_size=8, arch_args={"n_layer": 1, "n_head": 2, "d_model": 8}, **kwargs)
+
+
 class Data(pl.LightningDataModule):
-    def __init__(self, per_rank_batch: int) -> None:
+    def __init__(self, per_rank_batch: int, task: str = "classification") -> None:
         super().__init__()
         g = torch.Generator().manual_seed(1)
-        x = torch.randn(48, 3, 8, 8, generator=g)
-        y = torch.randint(0, 3, (48,), generator=g)
-        # Heavy-tailed inputs, so the clipping optimizers clip.
-        x = x * torch.distributions.StudentT(2.5).sample((48, 1, 1, 1))
+        if task == "language_model":
+            tokens = torch.randint(0, 16, (48, 9), generator=g)
+            x, y = tokens[:, :-1], tokens[:, 1:]
+        else:
+            x = torch.randn(48, 3, 8, 8, generator=g)
+            y = torch.randint(0, 3, (48,), generator=g)
+            # Heavy-tailed inputs, so the clipping optimizers clip.
+            x = x * torch.distributions.StudentT(2.5).sample((48, 1, 1, 1))
         self.train_set = TensorDataset(x, y)
         self.val_set = TensorDataset(x[:9], y[:9])  # odd: a padding sampler would repeat one
         self.per_rank_batch = per_rank_batch
@@ -76,13 +90,15 @@ def main() -> None:
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--task", choices=("classification", "language_model"), default="classification")
     args = parser.parse_args()
     world = args.devices * args.num_nodes
     results = {}
     for name in list_optimizers():
         # Big enough to move the weights, with clip levels the gradients exceed.
         optimizer_args = {"clip_level": 0.05} if name.startswith("clipped") else {}
-        model = TinyTask(optimizer=name, optimizer_args=optimizer_args)
+        task = TinyLanguageModel if args.task == "language_model" else TinyTask
+        model = task(optimizer=name, optimizer_args=optimizer_args)
         trainer = pl.Trainer(
             accelerator="cpu",
             devices=args.devices,
@@ -98,7 +114,7 @@ def main() -> None:
             enable_model_summary=False,
             callbacks=[EvaluationPointCallback()],  # validation at the evaluation point, as the runner does
         )
-        trainer.fit(model, datamodule=Data(args.global_batch // world))
+        trainer.fit(model, datamodule=Data(args.global_batch // world, args.task))
         optimizer = trainer.optimizers[0]
         results[name] = {
             "params": [p.detach().clone() for p in model.parameters()],

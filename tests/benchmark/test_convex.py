@@ -16,7 +16,7 @@ from benchmark.convex.noise import NoiseModel
 from benchmark.convex.per_run import PerRunClippedSGD, PerRunClippedSSTM
 from benchmark.convex.quadratic import QuadraticProblem
 from benchmark.convex.report import fit_slope
-from benchmark.convex.runner import ConvexRunner, Task, Trajectory, checkpoints, quantiles
+from benchmark.convex.runner import ConvexProblemRun, ConvexRunner, Trajectory, checkpoints, quantiles
 from benchmark.convex.theory import TheoryConstants
 from optim import ClippedSGD, ClippedSSTM, evaluation_point
 
@@ -248,7 +248,7 @@ def test_fit_slope_recovers_a_power_law():
 
 def test_runner_deterministic_oracle_gives_deterministic_runs():
     experiment = Experiment("quadratic", noise="gaussian", batch=1, iters=200, dim=10, sigma=0.0)
-    trajectory = ConvexRunner().run(Task(experiment, "clipped_sgd", {"lr": 0.5, "clip_level": 0.1}, 20, 0))
+    trajectory = ConvexRunner().run(ConvexProblemRun(experiment, "clipped_sgd", {"lr": 0.5, "clip_level": 0.1}, 20, 0))
     assert trajectory.output.shape == (len(trajectory.checkpoints), len(trajectory.probs))
     assert np.all(trajectory.output[:, 0] == trajectory.output[:, -1])  # σ = 0: every run identical
     assert trajectory.final(0.5) < trajectory.at(1, 0.5)
@@ -260,7 +260,7 @@ def test_a_group_in_lockstep_equals_separate_runs(problem, noise):
     """A sweep's grid shares each step's draw; that must change nothing for any setting."""
     experiment = Experiment(problem, noise=noise, batch=2, iters=60, dim=6)
     grid = [{"lr": 0.05, "clip_level": 0.5}, {"lr": 0.2, "clip_level": 0.1}, {"lr": 0.2, "clip_level": INF}]
-    tasks = [Task(experiment, "clipped_sgd", hp, 16, 3, stream="tune") for hp in grid]
+    tasks = [ConvexProblemRun(experiment, "clipped_sgd", hp, 16, 3, stream="tune") for hp in grid]
     together = ConvexRunner().run_group(tasks)
     for task, group_result in zip(tasks, together):
         alone = ConvexRunner().run(task)
@@ -268,7 +268,7 @@ def test_a_group_in_lockstep_equals_separate_runs(problem, noise):
         np.testing.assert_array_equal(group_result.last, alone.last)
     assert not np.array_equal(together[0].output, together[1].output)
     with pytest.raises(ValueError, match="only in their hyperparameters"):
-        ConvexRunner().run_group([tasks[0], Task(experiment, "clipped_sgd", grid[0], 16, 4)])
+        ConvexRunner().run_group([tasks[0], ConvexProblemRun(experiment, "clipped_sgd", grid[0], 16, 4)])
 
 
 def test_sweep_selects_the_smallest_q99_and_flags_grid_edges():

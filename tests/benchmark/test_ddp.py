@@ -8,6 +8,7 @@ launches them (plain python, or torchrun).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -101,3 +102,22 @@ def test_two_nodes_one_process_each_on_localhost(single, tmp_path):
         assert ranks[0][name]["world_size"] == 2
         _close(ranks[0][name]["params"], single[name]["params"])
         assert all(torch.equal(a, b) for a, b in zip(ranks[0][name]["params"], ranks[1][name]["params"]))
+
+
+def test_two_processes_equal_one_for_the_language_model(tmp_path):
+    single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
+    single_dir.mkdir(), ddp_dir.mkdir()
+    task = ["--task", "language_model", "--global-batch", "8"]
+    _run([[sys.executable, str(SCRIPT), str(single_dir), "--devices", "1", *task]])
+    _run([_torchrun(ddp_dir, 2, 1, 0, _free_port(), ["--devices", "2", *task])])
+    single = torch.load(single_dir / "rank0.pt", weights_only=True)
+    ranks = [torch.load(ddp_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert set(single) == set(list_optimizers()) == set(ranks[0])
+    for name in single:
+        _close(ranks[0][name]["params"], single[name]["params"])
+        _close(ranks[0][name]["evaluation_point"], single[name]["evaluation_point"])
+        assert all(torch.equal(a, b) for a, b in zip(ranks[0][name]["params"], ranks[1][name]["params"]))
+        # 9 validation sequences over 2 ranks: each byte counted once in val/bpc and val/loss.
+        for metric in ("val/bpc", "val/loss"):
+            assert ranks[0][name]["val"][metric] == pytest.approx(single[name]["val"][metric], abs=1e-6), metric
+        assert single[name]["val"]["val/bpc"] == pytest.approx(single[name]["val"]["val/loss"] / math.log(2), rel=1e-6)

@@ -12,6 +12,7 @@ import pytest
 from benchmark.grid import DATASETS
 from benchmark.lightning_cli import ClipbenchCLI
 from benchmark.sweep import load_sweep, sweep_config
+from benchmark.tasks import get_task
 
 pytestmark = [
     pytest.mark.embedded,
@@ -44,7 +45,9 @@ SMALL = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--run.wandb=
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_search_space_is_accepted(dataset, tmp_path, monkeypatch, embedded_data_root):
     spec = load_sweep(dataset)
-    assert spec["metric"]["goal"] == "maximize" and spec["metric"]["name"].startswith("val/")
+    task = get_task(dataset)
+    # The sweep optimises the task's primary metric in its direction (bpc: minimise).
+    assert spec["metric"] == {"name": task.primary_metric, "goal": "maximize" if task.higher_is_better else "minimize"}
     assert set(spec["optimizers"]) == {"sgd", "adam", "clipped_sgd", "clipped_sstm"}
     monkeypatch.chdir(tmp_path)
     for optimizer in spec["optimizers"]:
@@ -78,7 +81,7 @@ def test_the_agent_command_trains_one_step(dataset, optimizer, tmp_path, embedde
     assert final["global_step"] == 1 and final["hparams_identical_across_ranks"] is True
 
 
-@pytest.mark.parametrize("dataset", ["imagenet", "voc", "div2k"])
+@pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "clipped_sgd", "clipped_sstm"])
 def test_bench_overrides_keep_every_optimizer_argument(dataset, optimizer):
     """A later fragment's ``optimizer_args`` replaces the earlier dict (jsonargparse does not

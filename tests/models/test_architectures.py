@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import torchvision
 
 from models.architectures import (
+    GPT,
     ARCHITECTURES,
     FCN32s,
     SRResNet,
@@ -315,10 +316,11 @@ def test_srresnet_rejects_bad_arguments(kwargs, match):
         ("resnet18", dict(num_classes=7), torchvision.models.ResNet, "fc.out_features", 7),
         ("fcn32s", dict(num_classes=7, **TINY_FCN), FCN32s, "score_fr.out_channels", 7),
         ("srresnet", dict(scale=3, num_blocks=2), SRResNet, "upsample.0.1.upscale_factor", 3),
+        ("gpt", dict(vocab_size=50, block_size=8, n_layer=1, n_head=2, d_model=16), GPT, "block_size", 8),
     ],
 )
 def test_build_architecture_passes_keywords(name, kwargs, cls, attribute, value):
-    assert set(ARCHITECTURES) == {"resnet18", "fcn32s", "srresnet"}
+    assert set(ARCHITECTURES) == {"resnet18", "fcn32s", "srresnet", "gpt"}
     net = build_architecture(name, **kwargs)
     assert isinstance(net, cls)
     obj = net
@@ -328,7 +330,7 @@ def test_build_architecture_passes_keywords(name, kwargs, cls, attribute, value)
 
 
 def test_build_architecture_unknown_name_lists_valid():
-    with pytest.raises(ValueError, match="'vgg16'.*fcn32s, resnet18, srresnet"):
+    with pytest.raises(ValueError, match="'vgg16'.*fcn32s, gpt, resnet18, srresnet"):
         build_architecture("vgg16")
 
 

@@ -139,8 +139,8 @@ def test_trainer_clipping_with_a_clipping_optimizer_is_refused(tmp_path):
 
 
 def test_bad_optimizer_config_is_named():
-    with pytest.raises(ValueError, match="Unknown optimizer 'lion'; available: adam"):
-        ClassificationTask(optimizer="lion")
+    with pytest.raises(ValueError, match="Unknown optimizer 'lamb'; available: adam"):
+        ClassificationTask(optimizer="lamb")
     with pytest.raises(ValueError, match="Unknown keyword.*'lipschitz'.*accepted: lr, L, clip_level"):
         ClassificationTask(optimizer="clipped_sstm", optimizer_args={"lipschitz": 1.0})
 
