@@ -12,9 +12,11 @@ runs of two optimizers with the same seed form a pair, and comparisons are paire
   detectable difference* when it contains 0, and *too few seeds* below two pairs.
 - **A significantly best cell** (bold in the report, :func:`significantly_best`) is one
   whose paired difference to every other optimizer of the row is significantly in its
-  favour: one-sided paired t-tests against each of the other ``m`` optimizers, their
+  favour: two-sided paired t-tests against each of the other ``m`` optimizers, their
   p-values corrected for the ``m`` comparisons with Holm's step-down method, all below
-  ``alpha`` (0.05). At most one cell of a row can be bold; often none is.
+  ``alpha`` (0.05), and every difference of the favourable sign. With one other optimizer
+  this is exactly a *better* verdict against it. At most one cell of a row can be bold;
+  often none is.
 
 References:
     Student (1908), "The probable error of a mean", Biometrika 6(1).
@@ -54,8 +56,8 @@ METHOD = (
     "Paired difference: the mean over common seeds of (optimizer − baseline), with its 95% paired-t "
     "interval (seed s gives every optimizer the same initial weights and data order); the verdict is "
     "better / worse when the interval excludes 0, else no detectable difference. Bold: significantly "
-    "best — one-sided paired t-tests against every other optimizer of the row, Holm-corrected, all "
-    "p < 0.05 (scipy.stats.ttest_rel)."
+    "best — two-sided paired t-tests against every other optimizer of the row, Holm-corrected, all "
+    "p < 0.05 and every difference in its favour (scipy.stats.ttest_rel)."
 )
 
 
@@ -130,18 +132,16 @@ def _pairs(values: Mapping[int, float], baseline: Mapping[int, float]) -> tuple[
     return seeds, _values([values[s] for s in seeds]), _values([baseline[s] for s in seeds])
 
 
-def _ttest_rel(a: np.ndarray, b: np.ndarray, alternative: str) -> tuple[float, float]:
-    """(t statistic, p-value) of the paired t-test; a constant nonzero difference is
-    treated as certain (p = 0) and a constant zero difference as none (p = 1), where
-    scipy's statistic is undefined."""
+def _ttest_rel(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(t statistic, two-sided p-value) of the paired t-test. A constant difference has
+    no spread, where scipy's statistic is undefined: a constant nonzero difference is
+    taken as certain (p = 0), a constant zero difference as none (p = 1)."""
     d = a - b
     if np.all(d == d[0]):
-        sign = np.sign(d[0])
-        favoured = {"two-sided": sign != 0, "greater": sign > 0, "less": sign < 0}[alternative]
-        return (math.copysign(math.inf, sign) if sign else 0.0), (0.0 if favoured else 1.0)
+        return (math.copysign(math.inf, d[0]) if d[0] else 0.0), (0.0 if d[0] else 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = sps.ttest_rel(a, b, alternative=alternative)
+        result = sps.ttest_rel(a, b)
     return float(result.statistic), float(result.pvalue)
 
 
@@ -178,7 +178,7 @@ def paired_difference(
     diff = mean_ci(a - b, confidence)
     if len(seeds) < 2:
         return Paired(diff, math.nan, TOO_FEW, seeds)
-    _, p = _ttest_rel(a, b, "two-sided")
+    _, p = _ttest_rel(a, b)
     if diff.low > 0 or diff.high < 0:
         verdict = BETTER if (diff.mean > 0) == higher_is_better else WORSE
     else:
@@ -210,9 +210,10 @@ def significantly_best(
 ) -> str | None:
     """The optimizer of a row that is significantly better than every other, if any.
 
-    For each candidate, one-sided paired t-tests (over common seeds) against each of the
+    For each candidate, two-sided paired t-tests (over common seeds) against each of the
     other optimizers, Holm-corrected over those comparisons; the candidate is
-    significantly best when every adjusted p-value is below ``alpha``.
+    significantly best when every adjusted p-value is below ``alpha`` and every mean
+    difference is in its favour.
 
     Args:
         cells: optimizer -> (seed -> metric), one row of the table.
@@ -230,16 +231,17 @@ def significantly_best(
         raise ValueError(f"Invalid alpha: {alpha!r} (must be in (0, 1), e.g. 0.05)")
     if len(cells) < 2:
         return None
-    alternative = "greater" if higher_is_better else "less"
+    sign = 1.0 if higher_is_better else -1.0
     for candidate, values in cells.items():
-        p_values = []
+        p_values, favoured = [], True
         for other, other_values in cells.items():
             if other == candidate:
                 continue
             seeds, a, b = _pairs(values, other_values)
             if len(seeds) < 2:
                 return None
-            p_values.append(_ttest_rel(a, b, alternative)[1])
-        if max(holm(p_values)) < alpha:
+            favoured &= bool(sign * float(np.mean(a - b)) > 0)
+            p_values.append(_ttest_rel(a, b)[1])
+        if favoured and max(holm(p_values)) < alpha:
             return candidate
     return None

@@ -20,7 +20,7 @@ from benchmark.stats import (
 # Student-t quantiles, written out (not computed by the code under test).
 T_0975_2 = 4.302652729911275  # two-sided 95%, 2 degrees of freedom
 T_0975_4 = 2.7764451051977987  # two-sided 95%, 4 degrees of freedom
-T_095_2 = 2.919985580355516  # one-sided 95%, 2 degrees of freedom
+T_09875_2 = 6.205346816570706  # two-sided 97.5% (p < 0.025), 2 degrees of freedom
 
 
 def test_mean_ci_three_seeds_by_hand():
@@ -123,20 +123,26 @@ def _row(t_vs_b: float, t_vs_c: float) -> dict[str, dict[int, float]]:
 
 
 def test_significantly_best_needs_holm():
-    # Holm with two comparisons: the smaller p must be < 0.025 (t > t_{0.975,2} one-sided
-    # at 0.025 = 4.303) and the larger < 0.05 (t > t_{0.95,2} = 2.920).
-    assert significantly_best(_row(5.0, 3.0), higher_is_better=True) == "a"
-    # both t between 2.920 and 4.303: each p in (0.025, 0.05): uncorrected tests would
+    # Holm with two comparisons: the smaller two-sided p must be < 0.025 (t > t_{0.9875,2}
+    # = 6.205) and the larger < 0.05 (t > t_{0.975,2} = 4.303).
+    assert significantly_best(_row(7.0, 5.0), higher_is_better=True) == "a"
+    # both t between 4.303 and 6.205: each p in (0.025, 0.05): uncorrected tests would
     # bold "a", Holm does not
-    row = _row(3.5, 3.2)
-    assert T_095_2 < 3.2 < 3.5 < T_0975_2
-    assert significantly_best(row, higher_is_better=True) is None
+    assert T_0975_2 < 5.0 < 6.0 < T_09875_2
+    assert significantly_best(_row(6.0, 5.0), higher_is_better=True) is None
     # one comparison not significant at all
-    assert significantly_best(_row(10.0, 2.0), higher_is_better=True) is None
+    assert significantly_best(_row(10.0, 3.0), higher_is_better=True) is None
+
+
+def test_significantly_best_with_one_rival_is_the_paired_verdict():
+    row = _row(7.0, 5.0)
+    pair = {"a": row["a"], "b": row["b"]}
+    assert paired_difference(pair["a"], pair["b"], higher_is_better=True).verdict == BETTER
+    assert significantly_best(pair, higher_is_better=True) == "a"
 
 
 def test_significantly_best_lower_is_better():
-    row = _row(5.0, 3.0)
+    row = _row(7.0, 5.0)
     flipped = {k: {s: -v for s, v in seeds.items()} for k, seeds in row.items()}
     assert significantly_best(flipped, higher_is_better=False) == "a"
     assert significantly_best(flipped, higher_is_better=True) is None
