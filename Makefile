@@ -15,7 +15,11 @@ DEVICES    ?=
 NODES      ?=
 GPUS       ?= 1
 EPOCHS     ?=
-SEEDS      ?= 0
+SEEDS      ?= 0 1 2
+# The full protocol (real data, bench-<dataset> and slurm-<dataset>) runs 5 seeds unless SEEDS= is given.
+FULL_SEEDS ?= 0 1 2 3 4
+_full_seeds = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),$(FULL_SEEDS))
+BASELINE   ?= sgd
 OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
 RUNS       ?= runs
 OUT        ?=
@@ -45,10 +49,10 @@ test: $(STAMP) ## run the test suite (the command CI runs)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
-bench: $(STAMP) ## the main job: 3 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
-	$(PY) -m benchmark run --preset bench --noise --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
+bench: $(STAMP) ## the main job: 3 tasks x SGD, Adam, clipped-SGD, clipped-SSTM x 3 seeds on the embedded data [SEEDS= BASELINE=]
+	$(PY) -m benchmark run --preset bench --noise --datasets imagenet voc div2k --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --baseline $(BASELINE) $(if $(OUT),--out $(OUT))
 
-_FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --data-dir "$(DATA)" \
+_FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(_full_seeds) --baseline $(BASELINE) --data-dir "$(DATA)" \
 	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
 
 _need_data = @if [ -z "$(DATA)" ]; then echo "error: set DATA=/path/to/the/dataset (see README: Data)" >&2; exit 2; fi
@@ -72,9 +76,9 @@ noise: $(STAMP) ## heavy-tailed gradient noise? each embedded task probed at ini
 	$(PY) -m benchmark noise $(if $(OUT),--out $(OUT)) $(NOISE_ARGS)
 
 report: $(STAMP) ## rebuild the table and plots from finished runs: RUNS="runs/ or run dirs or wandb offline runs" [OUT=]
-	$(PY) -m benchmark report $(RUNS) $(if $(OUT),--out $(OUT))
+	$(PY) -m benchmark report $(RUNS) --baseline $(BASELINE) $(if $(OUT),--out $(OUT))
 
-_SLURM = $(PY) -m benchmark slurm --data-dir "$(DATA)" --nodes $(or $(NODES),1) --gpus $(GPUS) --optimizers $(OPTIMIZERS) --seeds $(SEEDS)
+_SLURM = $(PY) -m benchmark slurm --data-dir "$(DATA)" --nodes $(or $(NODES),1) --gpus $(GPUS) --optimizers $(OPTIMIZERS) --seeds $(_full_seeds)
 
 slurm-imagenet: $(STAMP) ## submit ImageNet-100 runs to SLURM: DATA=/path NODES=2 GPUS=8 [OPTIMIZERS= SEEDS=]
 	$(_need_data)

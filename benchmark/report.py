@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .report_stats import paired_table, seed_cells, statistics_note
 from .tracking import read_metrics_csv, read_offline_run
 
 __all__ = ["RunRecord", "TASK_ROWS", "build_report", "load_runs", "main"]
@@ -168,31 +169,28 @@ def _order(optimizers: Iterable[str]) -> list[str]:
     return sorted(optimizers, key=lambda o: (known.index(o) if o in known else len(known), o))
 
 
-def _cell(stats: dict[str, float], factor: float, digits: int, best: bool) -> str:
-    text = f"{stats['mean'] * factor:.{digits}f}"
-    if stats["n"] > 1:
-        text += f" ± {stats['std'] * factor:.{digits}f}"
-    return f"**{text}**" if best else text
+def _rows(agg: dict, records: list[RunRecord]) -> list[tuple[str, str, float, int]]:
+    """``(dataset, primary metric, factor to the table's unit, digits)`` per table row."""
+    rows = []
+    for dataset in sorted(agg, key=lambda d: list(TASK_ROWS).index(d) if d in TASK_ROWS else 99):
+        primary = next(r.primary_metric for r in records if r.dataset == dataset)
+        factor = TASK_ROWS.get(dataset, (dataset, "", primary, 1.0))[3]
+        rows.append((dataset, primary, factor, 2 if factor != 1.0 or primary.endswith("psnr") else 3))
+    return rows
 
 
 def thesis_table(agg: dict, records: list[RunRecord]) -> str:
-    """Rows Task / Model / Metric, one column per optimizer, the best of a row in bold."""
+    """Rows Task / Model / Metric, one column per optimizer: mean ± 95% CI half-width over
+    seeds, bold only where significantly best (:mod:`benchmark.stats`)."""
     optimizers = _order({r.optimizer for r in records})
     header = ["Task", "Model", "Metric", *(OPTIMIZER_LABELS.get(o, o) for o in optimizers)]
     has_sr = "div2k" in agg or any(r.task == "super_resolution" for r in records)
     if has_sr:
         header.append("bicubic")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for dataset in sorted(agg, key=lambda d: list(TASK_ROWS).index(d) if d in TASK_ROWS else 99):
-        primary = next(r.primary_metric for r in records if r.dataset == dataset)
-        task, model, label, factor = TASK_ROWS.get(dataset, (dataset, "", primary, 1.0))
-        digits = 2 if factor != 1.0 or primary.endswith("psnr") else 3
-        means = {o: agg[dataset][o][primary]["mean"] for o in optimizers if primary in agg[dataset].get(o, {})}
-        best = max(means.values()) if means else None
-        cells = [
-            _cell(agg[dataset][o][primary], factor, digits, means[o] == best) if o in means else "—"
-            for o in optimizers
-        ]
+    for dataset, primary, factor, digits in _rows(agg, records):
+        task, model, label, _ = TASK_ROWS.get(dataset, (dataset, "", primary, 1.0))
+        cells = seed_cells(records, dataset, primary, optimizers, factor, digits)
         if has_sr:
             bicubic = [agg[dataset].get(o, {}).get(f"{primary}_bicubic") for o in optimizers]
             bicubic = [b for b in bicubic if b]
@@ -269,10 +267,12 @@ def build_report(
     title: str = "clipbench results",
     notes: str = "",
     noise: str | Path | None = None,
+    baseline: str = "sgd",
 ) -> dict[str, Any]:
     """Write ``summary.md``, ``results.json`` and the plots into ``out_dir``.
 
     Args:
+        baseline: the optimizer the paired differences are taken against.
         noise: a gradient-noise results folder (``python -m benchmark noise --out``) whose
             table goes into the report, if it holds results.
 
@@ -288,8 +288,11 @@ def build_report(
         notes,
         f"Runs: {len(records)} ({', '.join(sorted({r.dataset for r in records}))}; seeds {seeds}). "
         "Metrics are read at the optimizer's evaluation point (clipped-SSTM: y, averaged clipped-SGD: x̄) "
-        "unless a run says otherwise; with several seeds a cell is mean ± std. Best per row in bold.\n",
+        "unless a run says otherwise.\n",
         thesis_table(agg, records),
+        "\n\n" + statistics_note(seeds, baseline) + "\n",
+        f"\n## Paired differences to {OPTIMIZER_LABELS.get(baseline, baseline)}\n",
+        _paired_section(agg, records, baseline),
         "\n\nThe thesis's figures for the same table (real data, full budgets), for reference:\n",
         _thesis_reference_table(),
         "\n\n## Every metric\n",
@@ -307,6 +310,11 @@ def build_report(
     results = {"aggregate": agg, "runs": [asdict(r) for r in records], "plots": [p.name for p in plots]}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _paired_section(agg: dict, records: list[RunRecord], baseline: str) -> str:
+    rows = [(d, TASK_ROWS.get(d, (d,))[0], primary, factor, digits) for d, primary, factor, digits in _rows(agg, records)]
+    return paired_table(records, rows, _order({r.optimizer for r in records}), baseline, OPTIMIZER_LABELS)
 
 
 def _thesis_reference_table() -> str:
@@ -338,12 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories, trees of them, or offline W&B runs")
     parser.add_argument("--out", default=None, help="output directory (default: results/report-<timestamp>)")
     parser.add_argument("--noise", default=None, help="a `python -m benchmark noise` results folder to include")
+    parser.add_argument("--baseline", default="sgd", help="optimizer the paired differences are taken against (default: sgd)")
     args = parser.parse_args(argv)
     import time
 
     out = Path(args.out or f"results/report-{time.strftime('%Y%m%d-%H%M%S')}")
     records = load_runs(args.runs)
-    build_report(records, out, noise=args.noise)
+    build_report(records, out, noise=args.noise, baseline=args.baseline)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and {len(list(out.glob('*.png')))} plot(s)")
     return 0
