@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .profiles import plot_profiles, profile_section
 from .report_stats import paired_table, seed_cells, statistics_note
 from .tracking import read_metrics_csv, read_offline_run
 
@@ -87,7 +88,7 @@ def _from_run_dir(path: Path) -> RunRecord:
         seed=final.get("seed"),
         primary_metric=primary,
         metrics=final.get("metrics", {}),
-        info={k: final.get(k) for k in ("train_seconds", "evaluated_at", "optimizer_stats", "global_step", "device", "arch", "arch_args")},
+        info={k: final.get(k) for k in ("train_seconds", "evaluated_at", "optimizer_stats", "global_step", "device", "arch", "arch_args", "val_history")},
     )
     record.loss_curve, record.val_curve = _curves(read_metrics_csv(path), primary)
     return record
@@ -282,6 +283,8 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     agg = aggregate(records)
     plots = plot_curves(records, out_dir)
+    profile = plot_profiles(records, out_dir, baseline, OPTIMIZER_LABELS)
+    plots += [profile] if profile is not None else []
     seeds = sorted({r.seed for r in records if r.seed is not None})
     parts = [
         f"# {title}\n",
@@ -295,6 +298,8 @@ def build_report(
         _paired_section(agg, records, baseline),
         "\n\nThe thesis's figures for the same table (real data, full budgets), for reference:\n",
         _thesis_reference_table(),
+        "\n\n## Time to target\n",
+        profile_section(records, baseline, OPTIMIZER_LABELS),
         "\n\n## Every metric\n",
         details_table(agg),
         "\n\n## Runs\n",
