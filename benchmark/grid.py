@@ -103,7 +103,7 @@ def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     folder = CONFIG_DIR / dataset
     optimizer_file = folder / f"{optimizer}.yaml"
     if not optimizer_file.exists():
-        available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("data", "model") and not p.stem.startswith("embedded"))
+        available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("data", "model") and not p.stem.startswith(("embedded", "tuned_")))
         raise FileNotFoundError(
             f"no optimizer config {optimizer_file}; configs exist for: {', '.join(available)}. "
             "Add one (a model.init_args.optimizer_args fragment) to benchmark other optimizers."
@@ -111,9 +111,10 @@ def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     stack = [CONFIG_DIR / "trainer.yaml", folder / "data.yaml", folder / "model.yaml", optimizer_file]
     if preset == "bench":
         stack.append(folder / "embedded.yaml")
-        tuned = folder / f"embedded_{optimizer}.yaml"
-        if tuned.exists():
-            stack.append(tuned)
+    # Settings written by `python -m benchmark tune --install` (embedded_* for the bench).
+    tuned = folder / (f"embedded_{optimizer}.yaml" if preset == "bench" else f"tuned_{optimizer}.yaml")
+    if tuned.exists():
+        stack.append(tuned)
     return stack
 
 
