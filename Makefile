@@ -24,6 +24,16 @@ OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
 RUNS       ?= runs
 OUT        ?=
 NOISE_ARGS ?=
+# tune / slurm-tune / dashboard
+TRIALS     ?=
+STORAGE    ?=
+TUNE_ARGS  ?=
+WORKERS    ?= 4
+DATASET    ?= imagenet
+TIME       ?= 24:00:00
+SBATCH_ARGS ?=
+ENTITY     ?=
+PROJECT    ?= clipbench
 CONVEX_ARGS ?=
 
 # Offline-safe defaults for every target: W&B never blocks, albumentations never phones home.
@@ -31,7 +41,7 @@ export WANDB_ERROR_REPORTING ?= false
 export WANDB_SILENT ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k clean
+.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k report slurm-imagenet slurm-voc slurm-div2k tune slurm-tune dashboard clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -91,6 +101,20 @@ slurm-voc: $(STAMP) ## submit VOC runs to SLURM: DATA=/path NODES= GPUS= [OPTIMI
 slurm-div2k: $(STAMP) ## submit DIV2K runs to SLURM: DATA=/path NODES= GPUS= [OPTIMIZERS= SEEDS=]
 	$(_need_data)
 	$(_SLURM) --datasets div2k
+
+tune: $(STAMP) ## equal-budget Optuna tuning on the held-out split; installs the bench's embedded_<optimizer>.yaml [TRIALS= STORAGE= OPTIMIZERS= OUT= TUNE_ARGS=]
+	$(PY) -m benchmark tune --preset bench --optimizers $(OPTIMIZERS) --install $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT)) $(TUNE_ARGS)
+
+slurm-tune: $(STAMP) ## WORKERS SLURM jobs on one shared study: DATA=/path DATASET=imagenet STORAGE=journal:/shared/tune.log [WORKERS=4 GPUS=1 TRIALS= TIME= SBATCH_ARGS=]
+	$(_need_data)
+	@if [ -z "$(STORAGE)" ]; then echo "error: set STORAGE=journal:/shared/path/tune.log (or a database URL) that every node can reach" >&2; exit 2; fi
+	sbatch --array=1-$(WORKERS) --job-name=clipbench-tune --nodes=1 --ntasks=1 --gpus-per-node=$(GPUS) --cpus-per-task=8 --time=$(TIME) $(SBATCH_ARGS) \
+		--wrap "$(PY) -m benchmark tune --preset full --datasets $(DATASET) --data-dir $(DATA) --optimizers $(OPTIMIZERS) --storage $(STORAGE) $(if $(TRIALS),--trials $(TRIALS)) --out $(or $(OUT),results/tune) $(TUNE_ARGS)"
+	@echo "when the jobs are done: $(PY) -m benchmark tune --preset full --datasets $(DATASET) --data-dir $(DATA) --optimizers $(OPTIMIZERS) --storage $(STORAGE) --outputs-only --install"
+
+dashboard: $(STAMP) ## create the W&B workspace of a project (online): ENTITY=you [PROJECT=clipbench]
+	@if [ -z "$(ENTITY)" ]; then echo "error: set ENTITY=<your W&B entity>" >&2; exit 2; fi
+	$(PY) -m benchmark dashboard --entity $(ENTITY) --project $(PROJECT)
 
 clean: ## remove generated data, results and logs (keeps .venv/)
 	rm -rf data/embedded results lightning_logs wandb .pytest_cache

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("benchmark.report", "rebuild the results table and plots from finished runs (CSV logs or offline W&B)"),
     "convex": ("benchmark.convex.cli", "convex theory suite: high-probability guarantees over many seeds"),
     "noise": ("benchmark.noise.cli", "gradient-noise tail diagnostics (is this task heavy-tailed?)"),
+    "tune": ("benchmark.tune", "equal-budget hyperparameter tuning on the held-out split (Optuna; resumable, shareable)"),
+    "dashboard": ("benchmark.dashboard", "create a saved W&B workspace: per task, curves by optimizer, clip fraction, noise alpha"),
 }
 
 
