@@ -348,15 +348,22 @@ def _runs_table(records: list[RunRecord]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run directories, trees of them, or offline W&B runs")
+    parser.add_argument("runs", nargs="*", help="run directories, trees of them, or offline W&B runs")
+    parser.add_argument("--wandb-project", default=None, help="also read the finished runs of this W&B project, ENTITY/PROJECT (online)")
     parser.add_argument("--out", default=None, help="output directory (default: results/report-<timestamp>)")
     parser.add_argument("--noise", default=None, help="a `python -m benchmark noise` results folder to include")
     parser.add_argument("--baseline", default="sgd", help="optimizer the paired differences are taken against (default: sgd)")
     args = parser.parse_args(argv)
+    if not args.runs and not args.wandb_project:
+        parser.error("give run directories, or --wandb-project ENTITY/PROJECT")
     import time
 
     out = Path(args.out or f"results/report-{time.strftime('%Y%m%d-%H%M%S')}")
-    records = load_runs(args.runs)
+    records = load_runs(args.runs) if args.runs else []
+    if args.wandb_project:
+        from .wandb_runs import load_project
+
+        records += load_project(args.wandb_project)
     build_report(records, out, noise=args.noise, baseline=args.baseline)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and {len(list(out.glob('*.png')))} plot(s)")
