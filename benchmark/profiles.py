@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class Reached:
     seconds: float | None
 
 
-def history_of(record: "RunRecord") -> list[tuple[int, float | None, float]]:
+def history_of(record: RunRecord) -> list[tuple[int, float | None, float]]:
     """``(step, seconds, value)`` per validation of a run, in order."""
     logged = record.info.get("val_history") or []
     if logged:
@@ -84,7 +85,7 @@ def time_to_target(
     return None
 
 
-def targets(records: Sequence["RunRecord"], baseline: str) -> dict[str, float]:
+def targets(records: Sequence[RunRecord], baseline: str) -> dict[str, float]:
     """dataset -> the baseline's final primary metric, averaged over its seeds."""
     out: dict[str, list[float]] = {}
     for r in records:
@@ -102,7 +103,7 @@ def _time(reached: Reached | None, measure: str) -> float:
 
 
 def times_per_task(
-    records: Sequence["RunRecord"], baseline: str, measure: str = "steps"
+    records: Sequence[RunRecord], baseline: str, measure: str = "steps"
 ) -> dict[str, dict[str, list[float]]]:
     """dataset -> optimizer -> time to target per seed (``inf``: never; ``nan``: unknown,
     a run without wall times measured in seconds).
@@ -169,7 +170,7 @@ def _median_times(per_seed: Mapping[str, Mapping[str, list[float]]]) -> dict[str
 
 
 def plot_profiles(
-    records: Sequence["RunRecord"], out_dir: Path, baseline: str, labels: Mapping[str, str], tau_max: float = 10.0
+    records: Sequence[RunRecord], out_dir: Path, baseline: str, labels: Mapping[str, str], tau_max: float = 10.0
 ) -> Path | None:
     """``performance_profile.png``: rho(tau) in steps, and in seconds when every run has
     wall times; None when no task has a target (no baseline runs)."""
@@ -209,7 +210,7 @@ def _format(t: float, unit: str) -> str:
     return f"{t:.0f}" if unit == "steps" else f"{t:.1f} s"
 
 
-def profile_section(records: Sequence["RunRecord"], baseline: str, labels: Mapping[str, str]) -> str:
+def profile_section(records: Sequence[RunRecord], baseline: str, labels: Mapping[str, str]) -> str:
     """The report's time-to-target table: per task and optimizer, how many seeds reached
     the target and the median steps and seconds they took."""
     goal = targets(records, baseline)
@@ -218,8 +219,10 @@ def profile_section(records: Sequence["RunRecord"], baseline: str, labels: Mappi
     steps = times_per_task(records, baseline, "steps")
     seconds = times_per_task(records, baseline, "seconds")
     lines = [
-        f"Target per task: {labels.get(baseline, baseline)}'s final validation metric (mean over its seeds). "
-        "Median over seeds of the first validation that reaches it; *never* when the median seed does not.\n",
+        (
+            f"Target per task: {labels.get(baseline, baseline)}'s final validation metric (mean over its seeds). "
+            "Median over seeds of the first validation that reaches it; *never* when the median seed does not.\n"
+        ),
         "| dataset | target | optimizer | reached | steps | wall clock |",
         "|---|---|---|---|---|---|",
     ]

@@ -9,7 +9,8 @@ difference to the baseline with its interval and verdict.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .stats import METHOD, TOO_FEW, mean_ci, paired_difference, significantly_best
 
@@ -29,7 +30,7 @@ def higher_is_better(metric: str) -> bool:
     return not any(name == word or name.startswith(word + "_") or name.endswith("_" + word) for word in _LOWER_IS_BETTER)
 
 
-def per_seed(records: Iterable["RunRecord"], dataset: str, metric: str) -> dict[str, dict[int, float]]:
+def per_seed(records: Iterable[RunRecord], dataset: str, metric: str) -> dict[str, dict[int, float]]:
     """optimizer -> (seed -> value of ``metric``) for the runs of ``dataset`` that have it.
 
     Runs without a seed count as seeds 0, 1, ... in the order given (they cannot pair).
@@ -51,7 +52,7 @@ def _number(x: float, factor: float, digits: int) -> str:
 
 
 def seed_cells(
-    records: Sequence["RunRecord"], dataset: str, metric: str, optimizers: Sequence[str], factor: float, digits: int
+    records: Sequence[RunRecord], dataset: str, metric: str, optimizers: Sequence[str], factor: float, digits: int
 ) -> list[str]:
     """One cell per optimizer: ``mean ± CI half-width`` (``mean`` with one seed), bold when
     significantly best in the row, ``—`` without runs."""
@@ -71,7 +72,7 @@ def seed_cells(
 
 
 def paired_table(
-    records: Sequence["RunRecord"],
+    records: Sequence[RunRecord],
     rows: Iterable[tuple[str, str, str, float, int]],
     optimizers: Sequence[str],
     baseline: str,

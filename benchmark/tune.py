@@ -37,14 +37,20 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack
 from .report_stats import higher_is_better
-from .tune_outputs import best_fragment, fragment_name, plot_sensitivity, write_trials_csv
+from .tune_outputs import (
+    best_fragment,
+    fragment_name,
+    plot_sensitivity,
+    write_trials_csv,
+)
 
 __all__ = ["COUNTED", "DEFAULT_TRIALS", "counted_trials", "distributions", "main", "open_storage", "run_trials"]
 

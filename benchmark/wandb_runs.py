@@ -10,7 +10,8 @@ the public ``wandb.apis.public.Run`` attributes, so it is tested offline.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .report import PRIMARY, TASK_DATASET, RunRecord
 

@@ -13,8 +13,9 @@ embedded datasets, where a threshold could leave it empty.)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 __all__ = ["DEFAULT_HOLDOUT_FRACTION", "holdout_key", "sample_id", "split_holdout", "validate_fraction"]
 

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from benchmark.profiles import Reached, performance_profile, profile_section, targets, time_to_target, times_per_task
+from benchmark.profiles import (
+    Reached,
+    performance_profile,
+    profile_section,
+    targets,
+    time_to_target,
+    times_per_task,
+)
 from benchmark.report import RunRecord, build_report
 
 INF = math.inf

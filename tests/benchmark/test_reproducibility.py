@@ -26,7 +26,7 @@ def _fit(run_dir, embedded_data_root):
         "--run.wandb", "disabled", "--run.dir", str(run_dir),
     ]  # fmt: skip
     env = {**os.environ, ENV_VAR: str(embedded_data_root), "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((run_dir / "final.json").read_text())
 

@@ -128,7 +128,7 @@ def test_significantly_best_needs_holm():
     assert significantly_best(_row(7.0, 5.0), higher_is_better=True) == "a"
     # both t between 4.303 and 6.205: each p in (0.025, 0.05): uncorrected tests would
     # bold "a", Holm does not
-    assert T_0975_2 < 5.0 < 6.0 < T_09875_2
+    assert T_0975_2 < 5.0 and 6.0 < T_09875_2
     assert significantly_best(_row(6.0, 5.0), higher_is_better=True) is None
     # one comparison not significant at all
     assert significantly_best(_row(10.0, 3.0), higher_is_better=True) is None

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules import DIV2KDataModule, ImageNetDataModule, VOCDataModule
-from datamodules import holdout
+from datamodules import DIV2KDataModule, ImageNetDataModule, VOCDataModule, holdout
 from datamodules.holdout import holdout_key, sample_id, split_holdout
 
 ROOT = "/data"
@@ -62,7 +61,7 @@ def test_sample_id_and_errors(tmp_path):
 
 
 def _tiny(cls, **kwargs):
-    common = dict(num_workers=0, persistent_workers=False)
+    common = {"num_workers": 0, "persistent_workers": False}
     if cls is ImageNetDataModule:
         return cls(train_crop_size=32, val_resize_size=36, val_crop_size=32, batch_size=8, **common, **kwargs)
     if cls is VOCDataModule:
