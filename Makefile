@@ -15,11 +15,25 @@ DEVICES    ?=
 NODES      ?=
 GPUS       ?= 1
 EPOCHS     ?=
-SEEDS      ?= 0
+SEEDS      ?= 0 1 2
+# The full protocol (real data, bench-<dataset> and slurm-<dataset>) runs 5 seeds unless SEEDS= is given.
+FULL_SEEDS ?= 0 1 2 3 4
+_full_seeds = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),$(FULL_SEEDS))
+BASELINE   ?= sgd
 OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
 RUNS       ?= runs
 OUT        ?=
 NOISE_ARGS ?=
+# tune / slurm-tune / dashboard
+TRIALS     ?=
+STORAGE    ?=
+TUNE_ARGS  ?=
+WORKERS    ?= 4
+DATASET    ?= imagenet
+TIME       ?= 24:00:00
+SBATCH_ARGS ?=
+ENTITY     ?=
+PROJECT    ?= clipbench
 CONVEX_ARGS ?=
 
 # Offline-safe defaults for every target: W&B never blocks, albumentations never phones home.
@@ -27,7 +41,7 @@ export WANDB_ERROR_REPORTING ?= false
 export WANDB_SILENT ?= true
 export NO_ALBUMENTATIONS_UPDATE ?= 1
 
-.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k bench-text report slurm-imagenet slurm-voc slurm-div2k clean
+.PHONY: help install test bench noise convex bench-imagenet bench-voc bench-div2k bench-text report slurm-imagenet slurm-voc slurm-div2k tune slurm-tune dashboard clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -48,10 +62,10 @@ test: $(STAMP) ## run the test suite (the command CI runs)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
-bench: $(STAMP) ## the main job: 4 tasks x SGD, Adam, clipped-SGD, clipped-SSTM on the embedded data
-	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k text --optimizers $(OPTIMIZERS) --seeds $(SEEDS) $(if $(OUT),--out $(OUT))
+bench: $(STAMP) ## the main job: 4 tasks x SGD, Adam, clipped-SGD, clipped-SSTM x 3 seeds on the embedded data [SEEDS= BASELINE=]
+	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k text --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --baseline $(BASELINE) $(if $(OUT),--out $(OUT))
 
-_FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --data-dir "$(DATA)" \
+_FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(_full_seeds) --baseline $(BASELINE) --data-dir "$(DATA)" \
 	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
 
 _need_data = @if [ -z "$(DATA)" ]; then echo "error: set DATA=/path/to/the/dataset (see README: Data)" >&2; exit 2; fi
@@ -79,9 +93,9 @@ noise: $(STAMP) ## heavy-tailed gradient noise? each embedded task probed at 2 b
 	$(PY) -m benchmark noise $(if $(OUT),--out $(OUT)) $(NOISE_ARGS)
 
 report: $(STAMP) ## rebuild the table and plots from finished runs: RUNS="runs/ or run dirs or wandb offline runs" [OUT=]
-	$(PY) -m benchmark report $(RUNS) $(if $(OUT),--out $(OUT))
+	$(PY) -m benchmark report $(RUNS) --baseline $(BASELINE) $(if $(OUT),--out $(OUT))
 
-_SLURM = $(PY) -m benchmark slurm --data-dir "$(DATA)" --nodes $(or $(NODES),1) --gpus $(GPUS) --optimizers $(OPTIMIZERS) --seeds $(SEEDS)
+_SLURM = $(PY) -m benchmark slurm --data-dir "$(DATA)" --nodes $(or $(NODES),1) --gpus $(GPUS) --optimizers $(OPTIMIZERS) --seeds $(_full_seeds)
 
 slurm-imagenet: $(STAMP) ## submit ImageNet-100 runs to SLURM: DATA=/path NODES=2 GPUS=8 [OPTIMIZERS= SEEDS=]
 	$(_need_data)
@@ -94,6 +108,20 @@ slurm-voc: $(STAMP) ## submit VOC runs to SLURM: DATA=/path NODES= GPUS= [OPTIMI
 slurm-div2k: $(STAMP) ## submit DIV2K runs to SLURM: DATA=/path NODES= GPUS= [OPTIMIZERS= SEEDS=]
 	$(_need_data)
 	$(_SLURM) --datasets div2k
+
+tune: $(STAMP) ## equal-budget Optuna tuning on the held-out split; installs the bench's embedded_<optimizer>.yaml [TRIALS= STORAGE= OPTIMIZERS= OUT= TUNE_ARGS=]
+	$(PY) -m benchmark tune --preset bench --optimizers $(OPTIMIZERS) --install $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT)) $(TUNE_ARGS)
+
+slurm-tune: $(STAMP) ## WORKERS SLURM jobs on one shared study: DATA=/path DATASET=imagenet STORAGE=journal:/shared/tune.log [WORKERS=4 GPUS=1 TRIALS= TIME= SBATCH_ARGS=]
+	$(_need_data)
+	@if [ -z "$(STORAGE)" ]; then echo "error: set STORAGE=journal:/shared/path/tune.log (or a database URL) that every node can reach" >&2; exit 2; fi
+	sbatch --array=1-$(WORKERS) --job-name=clipbench-tune --nodes=1 --ntasks=1 --gpus-per-node=$(GPUS) --cpus-per-task=8 --time=$(TIME) $(SBATCH_ARGS) \
+		--wrap "$(PY) -m benchmark tune --preset full --datasets $(DATASET) --data-dir $(DATA) --optimizers $(OPTIMIZERS) --storage $(STORAGE) $(if $(TRIALS),--trials $(TRIALS)) --out $(or $(OUT),results/tune) $(TUNE_ARGS)"
+	@echo "when the jobs are done: $(PY) -m benchmark tune --preset full --datasets $(DATASET) --data-dir $(DATA) --optimizers $(OPTIMIZERS) --storage $(STORAGE) --outputs-only --install"
+
+dashboard: $(STAMP) ## create the W&B workspace of a project (online): ENTITY=you [PROJECT=clipbench]
+	@if [ -z "$(ENTITY)" ]; then echo "error: set ENTITY=<your W&B entity>" >&2; exit 2; fi
+	$(PY) -m benchmark dashboard --entity $(ENTITY) --project $(PROJECT)
 
 clean: ## remove generated data, results and logs (keeps .venv/)
 	rm -rf data/embedded results lightning_logs wandb .pytest_cache

@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convex": ("benchmark.convex.cli", "convex theory suite: high-probability guarantees over many seeds"),
     "noise": ("benchmark.noise.cli", "gradient-noise tail diagnostics (is this task heavy-tailed?)"),
     "optimizers": ("benchmark.optimizers", "list the registered optimizers: family, paper, defaults, search space"),
+    "tune": ("benchmark.tune", "equal-budget hyperparameter tuning on the held-out split (Optuna; resumable, shareable)"),
+    "dashboard": ("benchmark.dashboard", "create a saved W&B workspace: per task, curves by optimizer, clip fraction, noise alpha"),
 }
 
 

@@ -104,7 +104,7 @@ def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     folder = get_task(dataset).config_dir
     optimizer_file = folder / f"{optimizer}.yaml"
     if not optimizer_file.exists():
-        available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("data", "model") and not p.stem.startswith("embedded"))
+        available = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in ("data", "model") and not p.stem.startswith(("embedded", "tuned_")))
         raise FileNotFoundError(
             f"no optimizer config {optimizer_file}; configs exist for: {', '.join(available)}. "
             "Add one (a model.init_args.optimizer_args fragment) to benchmark other optimizers."
@@ -112,9 +112,10 @@ def config_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     stack = [CONFIG_DIR / "trainer.yaml", folder / "data.yaml", folder / "model.yaml", optimizer_file]
     if preset == "bench":
         stack.append(folder / "embedded.yaml")
-        tuned = folder / f"embedded_{optimizer}.yaml"
-        if tuned.exists():
-            stack.append(tuned)
+    # Settings written by `python -m benchmark tune --install` (embedded_* for the bench).
+    tuned = folder / (f"embedded_{optimizer}.yaml" if preset == "bench" else f"tuned_{optimizer}.yaml")
+    if tuned.exists():
+        stack.append(tuned)
     return stack
 
 
@@ -270,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets (tasks) to run (benchmark/tasks.py)")
     parser.add_argument("--optimizers", nargs="+", default=list(DEFAULT_OPTIMIZERS), help="registry names, each needs benchmark/configs/<dataset>/<name>.yaml")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (initial weights and data order)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (initial weights and data order; make bench: 0 1 2, the full protocol 5 seeds)")
     parser.add_argument("--preset", choices=("bench", "full"), default="bench", help="bench: embedded data, small budgets; full: reference protocol on real data")
     parser.add_argument("--data-dir", action="append", help="root of the real dataset (DATASET=PATH with several datasets)")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.max_epochs")
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probe-noise", action="store_true", help="probe each dataset's gradient noise at initialisation first and put the table in the report")
     parser.add_argument("--noise", nargs=0, action=_RenamedFlag, help=argparse.SUPPRESS)
     parser.add_argument("--noise-batches", type=int, default=30, help="mini-batches per noise probe (K)")
+    parser.add_argument("--baseline", default="sgd", help="optimizer the report's paired differences are taken against")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     parser.add_argument("--verbose", action="store_true", help="show each run's output instead of writing stdout.log")
     return parser
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Grid: datasets {', '.join(args.datasets)}; optimizers {', '.join(args.optimizers)}; seeds {args.seeds}; "
         f"preset `{args.preset}`; {len(finished)}/{len(runs)} runs finished; this invocation took {minutes:.1f} min.\n"
     )
-    build_report(load_runs(finished), out, notes=notes, noise=out / "noise" if args.probe_noise else None)
+    build_report(load_runs(finished), out, notes=notes, noise=out / "noise" if args.probe_noise else None, baseline=args.baseline)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and plots ({minutes:.1f} min)")
     if failed:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .tasks import TASKS, dataset_names, get_task
+from .profiles import plot_profiles, profile_section
+from .report_stats import paired_table, seed_cells, statistics_note
 from .tracking import read_metrics_csv, read_offline_run
 
 __all__ = ["RunRecord", "TASK_ROWS", "build_report", "load_runs", "main"]
@@ -104,7 +106,7 @@ def _from_run_dir(path: Path) -> RunRecord:
         seed=final.get("seed"),
         primary_metric=primary,
         metrics=final.get("metrics", {}),
-        info={k: final.get(k) for k in ("train_seconds", "evaluate_at", "bn_recomputed", "optimizer_stats", "global_step", "device", "arch", "arch_args")},
+        info={k: final.get(k) for k in ("train_seconds", "evaluate_at", "bn_recomputed", "optimizer_stats", "global_step", "device", "arch", "arch_args", "val_history")},
     )
     record.loss_curve, record.val_curve = _curves(read_metrics_csv(path), primary)
     return record
@@ -186,15 +188,22 @@ def _order(optimizers: Iterable[str]) -> list[str]:
     return sorted(optimizers, key=lambda o: (known.index(o) if o in known else len(known), o))
 
 
-def _cell(stats: dict[str, float], factor: float, digits: int, best: bool) -> str:
-    text = f"{stats['mean'] * factor:.{digits}f}"
-    if stats["n"] > 1:
-        text += f" ± {stats['std'] * factor:.{digits}f}"
-    return f"**{text}**" if best else text
+def _rows(agg: dict, records: list[RunRecord]) -> list[tuple[str, str, float, int]]:
+    """``(dataset, primary metric, factor to the table's unit, digits)`` per table row, in
+    the task table's order."""
+    order = dataset_names()
+    known = {t.name: t for t in TASKS}
+    rows = []
+    for dataset in sorted(agg, key=lambda d: order.index(d) if d in order else len(order)):
+        primary = next(r.primary_metric for r in records if r.dataset == dataset)
+        spec = known.get(dataset)
+        rows.append((dataset, primary, *((spec.factor, spec.digits) if spec else (1.0, 3))))
+    return rows
 
 
 def thesis_table(agg: dict, records: list[RunRecord]) -> str:
-    """Rows Task / Model / Metric, one column per optimizer, the best of a row in bold."""
+    """Rows Task / Model / Metric, one column per optimizer: mean ± 95% CI half-width over
+    seeds, bold only where significantly best (:mod:`benchmark.stats`)."""
     optimizers = _order({r.optimizer for r in records})
     header = ["Task", "Model", "Metric", *(OPTIMIZER_LABELS.get(o, o) for o in optimizers)]
     known = {t.name: t for t in TASKS}
@@ -202,19 +211,10 @@ def thesis_table(agg: dict, records: list[RunRecord]) -> str:
     if has_sr:
         header.append("bicubic")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = dataset_names()
-    for dataset in sorted(agg, key=lambda d: order.index(d) if d in order else len(order)):
-        primary = next(r.primary_metric for r in records if r.dataset == dataset)
+    for dataset, primary, factor, digits in _rows(agg, records):
         spec = known.get(dataset)
         task, model, label = spec.row_labels if spec else (dataset, "", primary)
-        factor, digits = (spec.factor, spec.digits) if spec else (1.0, 3)
-        means = {o: agg[dataset][o][primary]["mean"] for o in optimizers if primary in agg[dataset].get(o, {})}
-        # Best in the metric's direction (bits per character: lower).
-        best = (spec.best if spec else max)(list(means.values())) if means else None
-        cells = [
-            _cell(agg[dataset][o][primary], factor, digits, means[o] == best) if o in means else "—"
-            for o in optimizers
-        ]
+        cells = seed_cells(records, dataset, primary, optimizers, factor, digits)
         if has_sr:
             baseline = [agg[dataset].get(o, {}).get(spec.baseline) for o in optimizers] if spec and spec.baseline else []
             baseline = [b for b in baseline if b]
@@ -291,10 +291,12 @@ def build_report(
     title: str = "clipbench results",
     notes: str = "",
     noise: str | Path | None = None,
+    baseline: str = "sgd",
 ) -> dict[str, Any]:
     """Write ``summary.md``, ``results.json`` and the plots into ``out_dir``.
 
     Args:
+        baseline: the optimizer the paired differences are taken against.
         noise: a gradient-noise results folder (``python -m benchmark noise --out``) whose
             table goes into the report, if it holds results.
 
@@ -304,17 +306,23 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     agg = aggregate(records)
     plots = plot_curves(records, out_dir)
+    profile = plot_profiles(records, out_dir, baseline, OPTIMIZER_LABELS)
+    plots += [profile] if profile is not None else []
     seeds = sorted({r.seed for r in records if r.seed is not None})
     parts = [
         f"# {title}\n",
         notes,
         f"Runs: {len(records)} ({', '.join(sorted({r.dataset for r in records}))}; seeds {seeds}). "
         "Metrics are read at the optimizer's evaluation point (clipped-SSTM: y, averaged clipped-SGD: x̄) "
-        "unless a run says otherwise; with several seeds a cell is mean ± std. Best per row in bold "
-        "(the highest, or the lowest where lower is better: bits per character).\n",
+        "unless a run says otherwise.\n",
         thesis_table(agg, records),
+        "\n\n" + statistics_note(seeds, baseline) + "\n",
+        f"\n## Paired differences to {OPTIMIZER_LABELS.get(baseline, baseline)}\n",
+        _paired_section(agg, records, baseline),
         "\n\nThe thesis's figures for the same table (real data, full budgets), for reference:\n",
         _thesis_reference_table(),
+        "\n\n## Time to target\n",
+        profile_section(records, baseline, OPTIMIZER_LABELS),
         "\n\n## Every metric\n",
         details_table(agg),
         "\n\n## Runs\n",
@@ -330,6 +338,11 @@ def build_report(
     results = {"aggregate": agg, "runs": [asdict(r) for r in records], "plots": [p.name for p in plots]}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _paired_section(agg: dict, records: list[RunRecord], baseline: str) -> str:
+    rows = [(d, TASK_ROWS.get(d, (d,))[0], primary, factor, digits) for d, primary, factor, digits in _rows(agg, records)]
+    return paired_table(records, rows, _order({r.optimizer for r in records}), baseline, OPTIMIZER_LABELS)
 
 
 def _thesis_reference_table() -> str:
@@ -363,15 +376,23 @@ def _runs_table(records: list[RunRecord]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run directories, trees of them, or offline W&B runs")
+    parser.add_argument("runs", nargs="*", help="run directories, trees of them, or offline W&B runs")
+    parser.add_argument("--wandb-project", default=None, help="also read the finished runs of this W&B project, ENTITY/PROJECT (online)")
     parser.add_argument("--out", default=None, help="output directory (default: results/report-<timestamp>)")
     parser.add_argument("--noise", default=None, help="a `python -m benchmark noise` results folder to include")
+    parser.add_argument("--baseline", default="sgd", help="optimizer the paired differences are taken against (default: sgd)")
     args = parser.parse_args(argv)
+    if not args.runs and not args.wandb_project:
+        parser.error("give run directories, or --wandb-project ENTITY/PROJECT")
     import time
 
     out = Path(args.out or f"results/report-{time.strftime('%Y%m%d-%H%M%S')}")
-    records = load_runs(args.runs)
-    build_report(records, out, noise=args.noise)
+    records = load_runs(args.runs) if args.runs else []
+    if args.wandb_project:
+        from .wandb_runs import load_project
+
+        records += load_project(args.wandb_project)
+    build_report(records, out, noise=args.noise, baseline=args.baseline)
     print((out / "summary.md").read_text().split("\n\nThe thesis's figures")[0])
     print(f"\nwrote {out}/summary.md, results.json and {len(list(out.glob('*.png')))} plot(s)")
     return 0

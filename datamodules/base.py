@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .embedded import EmbeddedSpec, ensure_generated
 from .errors import DatasetLayoutError
+from .holdout import DEFAULT_HOLDOUT_FRACTION, split_holdout, validate_fraction
 from .sampler import EpochShuffleSampler, UnpaddedDistributedSampler, derive_seed
 from .transforms import Backend
 
@@ -73,6 +74,12 @@ class ClipbenchDataModule(pl.LightningDataModule):
             instead of raising :class:`~datamodules.errors.CorruptImageError`.
         seed: seeds the augmentation streams, the shuffling and the probe subset.
         backend: augmentation library, ``"albumentations"`` or ``"torchvision"``.
+        tune_split: train on the training split minus its held-out part and evaluate
+            on the held-out part (:mod:`datamodules.holdout`) instead of the validation
+            split: what hyperparameter tuning uses, so the reported split is never
+            looked at while tuning.
+        holdout_fraction: the held-out share of the training split (by a stable hash of
+            each sample's path), used only with ``tune_split``.
 
     Raises:
         ValueError: a size or count argument is out of range.
@@ -97,6 +104,8 @@ class ClipbenchDataModule(pl.LightningDataModule):
         skip_corrupt: bool,
         seed: int,
         backend: Backend,
+        tune_split: bool = False,
+        holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
@@ -115,6 +124,8 @@ class ClipbenchDataModule(pl.LightningDataModule):
         self.skip_corrupt = skip_corrupt
         self.seed = seed
         self.backend = backend
+        self.tune_split = bool(tune_split)
+        self.holdout_fraction = validate_fraction(holdout_fraction)
         self.root: Path | None = None
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -130,6 +141,20 @@ class ClipbenchDataModule(pl.LightningDataModule):
     def _build_probe(self, indices: np.ndarray) -> Dataset:  # pragma: no cover - abstract
         """Deterministic, fixed-size dataset of the training samples ``indices``."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------- tuning split
+    def _source_split(self, split: Literal["train", "val"]) -> Literal["train", "val"]:
+        """The on-disk split a dataset is scanned from: with ``tune_split`` both the
+        training and the evaluation set come from the training split."""
+        return "train" if self.tune_split else split
+
+    def _tuning_samples(self, samples: list, split: Literal["train", "val"], root: Path, key=lambda s: s[0]) -> list:
+        """``samples`` of the training split cut to this split's side of the held-out
+        boundary under ``tune_split`` (unchanged otherwise); ``key`` gives a sample's file."""
+        if not self.tune_split:
+            return samples
+        train, held = split_holdout(samples, root, self.holdout_fraction, key)
+        return train if split == "train" else held
 
     def _num_probe_candidates(self) -> int:
         """How many distinct probe samples the training set offers."""

@@ -14,6 +14,7 @@ from .base import ClipbenchDataModule, derive_seed
 from .datasets import CorruptImageWarning, FixedPatchDataset, PairedImageDataset
 from .embedded import EMBEDDED
 from .errors import CorruptImageError, DatasetLayoutError, ImagePairError
+from .holdout import DEFAULT_HOLDOUT_FRACTION
 from .images import image_size
 from .transforms import Backend, PairedPatchTransform
 
@@ -63,6 +64,10 @@ class DIV2KDataModule(ClipbenchDataModule):
             at load time) with a warning instead of raising.
         seed: augmentation / shuffling / probe-subset seed.
         backend: ``"torchvision"`` (measured faster) or ``"albumentations"``.
+        tune_split: train on the training split minus its held-out part and evaluate on
+            that part instead of the validation split (hyperparameter tuning).
+        holdout_fraction: the held-out share of the training split (stable hash of the
+            sample's path; default 10%).
         cache_dir: keep decoded copies of the images here (uncompressed ``.npy``,
             memory-mapped; ~7 GB for DIV2K train HR + x4 LR) so that a training patch
             costs a copy instead of decoding a 2K PNG (~170 ms). Written on first read,
@@ -95,6 +100,8 @@ class DIV2KDataModule(ClipbenchDataModule):
         seed: int = 0,
         backend: Backend = "torchvision",
         cache_dir: str | None = None,
+        tune_split: bool = False,
+        holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -106,6 +113,8 @@ class DIV2KDataModule(ClipbenchDataModule):
             skip_corrupt=skip_corrupt,
             seed=seed,
             backend=backend,
+            tune_split=tune_split,
+            holdout_fraction=holdout_fraction,
         )
         self.save_hyperparameters()
         if scale not in (2, 3, 4):
@@ -136,8 +145,9 @@ class DIV2KDataModule(ClipbenchDataModule):
                 raise DatasetLayoutError(f"HR folder {root / f'DIV2K_{split}_HR'} is missing; expected {_LAYOUT}")
 
     def _pairs(self, root: Path, split: Literal["train", "val"]) -> list[tuple[str, str | None]]:
-        hr_dir = root / f"DIV2K_{_FOLDER[split]}_HR"
-        lr_dir = root / f"DIV2K_{_FOLDER[split]}_LR_bicubic" / f"X{self.scale}"
+        source = _FOLDER[self._source_split(split)]
+        hr_dir = root / f"DIV2K_{source}_HR"
+        lr_dir = root / f"DIV2K_{source}_LR_bicubic" / f"X{self.scale}"
         if not hr_dir.is_dir():
             raise DatasetLayoutError(f"HR folder {hr_dir} is missing; expected {_LAYOUT}")
         with os.scandir(hr_dir) as entries:
@@ -175,7 +185,7 @@ class DIV2KDataModule(ClipbenchDataModule):
             pairs.append((hr, lr))
         if not pairs:
             raise DatasetLayoutError(f"no readable image pair in {hr_dir}")
-        return pairs
+        return self._tuning_samples(pairs, split, root)
 
     def _check_sizes(self, hr: str, lr: str | None, min_side: int) -> None:
         width, height = image_size(hr)

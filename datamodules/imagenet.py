@@ -14,6 +14,7 @@ from .datasets import ImageClassificationDataset
 from .embedded import EMBEDDED
 from .embedded.imagenet import CLASS_WNIDS
 from .errors import DatasetLayoutError
+from .holdout import DEFAULT_HOLDOUT_FRACTION
 from .images import IMAGE_EXTENSIONS
 from .transforms import Backend, ClassificationTransform
 
@@ -87,6 +88,10 @@ class ImageNetDataModule(ClipbenchDataModule):
         seed: augmentation / shuffling / probe-subset seed.
         backend: ``"torchvision"`` (measured faster at ImageNet image sizes) or
             ``"albumentations"``.
+        tune_split: train on the training split minus its held-out part and evaluate on
+            that part instead of the validation split (hyperparameter tuning).
+        holdout_fraction: the held-out share of the training split (stable hash of the
+            sample's path; default 10%).
 
     Raises:
         ValueError: inconsistent sizes, or ``num_classes`` disagrees with ``class_list``.
@@ -116,6 +121,8 @@ class ImageNetDataModule(ClipbenchDataModule):
         skip_corrupt: bool = False,
         seed: int = 0,
         backend: Backend = "torchvision",
+        tune_split: bool = False,
+        holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -127,6 +134,8 @@ class ImageNetDataModule(ClipbenchDataModule):
             skip_corrupt=skip_corrupt,
             seed=seed,
             backend=backend,
+            tune_split=tune_split,
+            holdout_fraction=holdout_fraction,
         )
         self.save_hyperparameters()
         for name, value in (("train_crop_size", train_crop_size), ("val_crop_size", val_crop_size)):
@@ -198,8 +207,9 @@ class ImageNetDataModule(ClipbenchDataModule):
         if self.classes is None:
             self.classes = self._resolve_classes(root)
         samples: list[tuple[str, int]] = []
+        source = self._source_split(split)
         for label, wnid in enumerate(self.classes):
-            folder = root / split / wnid
+            folder = root / source / wnid
             if not folder.is_dir():
                 raise DatasetLayoutError(
                     f"class folder {folder} is missing (class {wnid} exists in {root / 'train'}); expected {_LAYOUT}"
@@ -211,6 +221,7 @@ class ImageNetDataModule(ClipbenchDataModule):
                     "Restore its images or leave the class out with class_list."
                 )
             samples.extend((path, label) for path in files)
+        samples = self._tuning_samples(samples, split, root)
         if split == "train":
             transform = ClassificationTransform(
                 "train",

@@ -22,6 +22,7 @@ from .base import ClipbenchDataModule
 from .embedded import EMBEDDED, ensure_generated
 from .embedded.text import FILE_NAME
 from .errors import DatasetLayoutError, TextFileError
+from .holdout import DEFAULT_HOLDOUT_FRACTION
 
 __all__ = ["ENWIK8_SPLIT", "ByteWindows", "TextDataModule", "check_text_file", "split_bounds"]
 
@@ -143,6 +144,9 @@ class TextDataModule(ClipbenchDataModule):
         pin_memory: page-locked host memory; ``None``: when CUDA is available.
         persistent_workers: keep workers alive between epochs.
         seed: seeds the training order and the noise-probe subset.
+        tune_split: train on the training range minus its last ``holdout_fraction`` and
+            evaluate on that held-out end (contiguous, so no sentence is on both sides).
+        holdout_fraction: the held-out share of the training range.
 
     Raises:
         ValueError: a size or fraction is out of range; (in :meth:`setup`) a split
@@ -166,6 +170,8 @@ class TextDataModule(ClipbenchDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         seed: int = 0,
+        tune_split: bool = False,
+        holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -177,6 +183,8 @@ class TextDataModule(ClipbenchDataModule):
             skip_corrupt=False,
             seed=seed,
             backend="torchvision",  # unused: text has no augmentations
+            tune_split=tune_split,
+            holdout_fraction=holdout_fraction,
         )
         self.save_hyperparameters()
         if seq_len < 1:
@@ -218,7 +226,20 @@ class TextDataModule(ClipbenchDataModule):
         check_text_file(root)
 
     def _split(self, split: str) -> ByteWindows:
-        start, stop = split_bounds(self.root.stat().st_size, self.is_enwik8, self.val_fraction)[split]
+        bounds = split_bounds(self.root.stat().st_size, self.is_enwik8, self.val_fraction)
+        start, stop = bounds[split]
+        if self.tune_split and split in ("train", "val"):
+            # The held-out part of a text is its training range's last `holdout_fraction`,
+            # contiguous: neighbouring windows continue one text, so a per-window hash would put
+            # the two halves of a sentence on both sides.
+            train_start, train_stop = bounds["train"]
+            cut = train_stop - round((train_stop - train_start) * self.holdout_fraction)
+            if cut - train_start <= self.seq_len or train_stop - cut <= self.seq_len:
+                raise ValueError(
+                    f"Invalid holdout_fraction: {self.holdout_fraction} of {train_stop - train_start} training bytes "
+                    f"leaves a side shorter than one sequence of {self.seq_len}; use a larger text or another fraction"
+                )
+            start, stop = (train_start, cut) if split == "train" else (cut, train_stop)
         return ByteWindows(self.root, start, stop, self.seq_len)
 
     def _build(self, root: Path, split: Literal["train", "val"]) -> Dataset:

@@ -17,6 +17,7 @@ from .datasets import SegmentationDataset
 from .embedded import EMBEDDED
 from .embedded.voc import VOC_CLASSES
 from .errors import DatasetLayoutError
+from .holdout import DEFAULT_HOLDOUT_FRACTION
 from .transforms import Backend, SegmentationTransform
 
 __all__ = ["VOCDataModule", "pad_collate"]
@@ -107,6 +108,10 @@ class VOCDataModule(ClipbenchDataModule):
         skip_corrupt: skip undecodable images/masks with a warning instead of raising.
         seed: augmentation / shuffling / probe-subset seed.
         backend: ``"torchvision"`` or ``"albumentations"`` (see the README's measurement).
+        tune_split: train on the training split minus its held-out part and evaluate on
+            that part instead of the validation split (hyperparameter tuning).
+        holdout_fraction: the held-out share of the training split (stable hash of the
+            sample's path; default 10%).
 
     Raises:
         ValueError: invalid sizes.
@@ -134,6 +139,8 @@ class VOCDataModule(ClipbenchDataModule):
         skip_corrupt: bool = False,
         seed: int = 0,
         backend: Backend = "torchvision",
+        tune_split: bool = False,
+        holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -145,6 +152,8 @@ class VOCDataModule(ClipbenchDataModule):
             skip_corrupt=skip_corrupt,
             seed=seed,
             backend=backend,
+            tune_split=tune_split,
+            holdout_fraction=holdout_fraction,
         )
         self.save_hyperparameters()
         if crop_size < 1:
@@ -197,12 +206,14 @@ class VOCDataModule(ClipbenchDataModule):
     def _build(self, root: Path, split: Literal["train", "val"]) -> Dataset:
         voc = self.voc_folder(root)
         lists = voc / "ImageSets" / "Segmentation"
-        list_path = lists / f"{split}.txt"
+        source = self._source_split(split)
+        list_path = lists / f"{source}.txt"
         if not list_path.is_file():
             raise DatasetLayoutError(f"split list {list_path} is missing; expected {_LAYOUT}")
         pairs = self._pairs(voc, _read_ids(list_path, "split list"), list_path, ("SegmentationClass",))
-        if split == "train" and self.sbd_train_list is not None:
+        if source == "train" and self.sbd_train_list is not None:
             pairs = self._with_sbd(voc, pairs, lists)
+        pairs = self._tuning_samples(pairs, split, root)
         if split == "train":
             transform = SegmentationTransform(
                 "train", self.crop_size, scale_range=self.scale_range, ignore_index=self.ignore_index,

@@ -85,6 +85,11 @@ class RunSummaryCallback(pl.Callback):
     weights at the optimizer's evaluation point (``final_weights.pt``) into the run
     directory (``trainer.default_root_dir``).
 
+    Every validation during fit appends ``{step, seconds, value}`` (global step, wall-clock
+    seconds since the fit began, the primary metric) to ``val_history`` in ``final.json``,
+    the record time-to-target is read from (:mod:`benchmark.profiles`). The history and
+    the elapsed time travel in checkpoints, so a resumed run continues both.
+
     Args:
         export_weights: save ``final_weights.pt`` (the module's state dict at the
             evaluation point with the BatchNorm statistics recomputed there, as the
@@ -96,7 +101,32 @@ class RunSummaryCallback(pl.Callback):
 
     def __init__(self, export_weights: bool = True) -> None:
         self.export_weights = export_weights
-        self._start = 0.0
+        self._start = time.monotonic()
+        self._offset = 0.0  # seconds elapsed before this process resumed the run
+        self._history: list[dict[str, float | int | None]] = []
+
+    def _elapsed(self) -> float:
+        return self._offset + time.monotonic() - self._start
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        value = trainer.callback_metrics.get(pl_module.primary_metric)
+        self._history.append(
+            {
+                "step": int(trainer.global_step),
+                "seconds": round(self._elapsed(), 3),
+                "value": float(value) if value is not None else None,
+            }
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"val_history": [dict(h) for h in self._history], "elapsed_seconds": self._elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._history = [dict(h) for h in state_dict.get("val_history", [])]
+        self._offset = float(state_dict.get("elapsed_seconds", 0.0))
+        self._start = time.monotonic()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -152,6 +182,7 @@ class RunSummaryCallback(pl.Callback):
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "train_seconds": round(time.monotonic() - self._start, 2),
+            "val_history": self._history,
             "weights": WEIGHTS_FILE if state is not None else None,
         }
         if state is not None:

@@ -167,10 +167,15 @@ def test_report_from_fixture_logs(tmp_path):
     results = build_report(records, tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| ImCl"))
-    # Columns follow SGD, Adam, Clipped-SGD, ...; mean ± std over the two seeds, best in bold.
-    assert row == "| ImCl | ResNet-18 | Top-1 (%) | 41.00 ± 1.41 | — | **52.00 ± 2.83** | — |"
+    # Columns follow SGD, Adam, Clipped-SGD, ...; mean ± the 95% t-interval's half-width over
+    # the two seeds: t_{0.975,1} = 12.706204736174698 times sd / sqrt(2) = 0.01 (SGD), 0.02.
+    # The paired differences (0.10, 0.12) give t = 11 with 1 degree of freedom, two-sided
+    # p = 1 - 2 atan(11) / pi = 0.058 > 0.05: no cell is significantly best, none is bold.
+    assert row == "| ImCl | ResNet-18 | Top-1 (%) | 41.00 ± 12.71 | — | 52.00 ± 25.41 | — |"
     sr_row = next(line for line in summary.splitlines() if line.startswith("| SupRes"))
-    assert sr_row == "| SupRes | SRResNet | val mPSNR (dB) | — | **24.50** | — | 23.00 |"  # last: bicubic
+    assert sr_row == "| SupRes | SRResNet | val mPSNR (dB) | — | 24.50 | — | 23.00 |"  # last: bicubic
+    # the paired difference to SGD: mean 0.11, half-width 12.706 * 0.01 = 0.127
+    assert "| ImCl | val/top1 | — | +11.00 [-1.71, 23.71] no detectable difference (n=2) |" in summary
     assert "0.52 ± 0.028 [0.5, 0.54]" in summary  # details: mean ± std [min, max]
     agg = results["aggregate"]["imagenet"]["clipped_sgd"]["val/top1"]
     assert agg["n"] == 2 and agg["min"] == 0.50 and agg["max"] == 0.54
