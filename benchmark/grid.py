@@ -6,7 +6,8 @@ resumable: a run whose ``final.json`` exists is not redone, and an unfinished on
 from its last checkpoint (``--ckpt_path last``), as long as the run directory was made by
 the same settings (config contents and flags, recorded in ``grid_fingerprint.txt``); one
 made by other settings is moved aside to ``<dir>.superseded-<n>`` and the run starts
-over. Runs are spread over the visible GPUs, one GPU each (``--parallel``); on CPU they run one after another. At the end the report
+over. Runs are spread over the visible GPUs, one GPU each (``--parallel``); on CPU they run one after
+another unless ``--parallel N`` asks for N at a time (each then gets cores/N intra-op threads). At the end the report
 (``summary.md``, ``results.json``, plots) is written into ``--out``.
 
 Presets:
@@ -184,6 +185,16 @@ def _gpu_slots(parallel: str, devices: int | None) -> list[str | None]:
     return [str(i % gpus) for i in range(count)]
 
 
+def cpu_threads(concurrent: int, env: dict[str, str]) -> dict[str, str]:
+    """Intra-op threads per run when several runs share the CPU: its cores split evenly
+    (at least 1), so that concurrent runs do not oversubscribe it. Nothing when one run
+    has the machine, or when the user set ``OMP_NUM_THREADS`` already."""
+    if concurrent <= 1 or "OMP_NUM_THREADS" in env:
+        return {}
+    threads = str(max(1, (os.cpu_count() or 1) // concurrent))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list[GridRun]:
     """Run the unfinished runs, ``len(slots)`` at a time; returns those that failed."""
     from tqdm import tqdm
@@ -208,6 +219,7 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
                 env = {**os.environ, "PYTHONUNBUFFERED": "1", **run.env}
                 if gpu is not None:
                     env["CUDA_VISIBLE_DEVICES"] = gpu
+                env.update(cpu_threads(len(slots), env))
                 log = None if verbose else open(run.run_dir / "stdout.log", "a")
                 proc = subprocess.Popen(run.command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
                 active[slot] = (run, proc, log)

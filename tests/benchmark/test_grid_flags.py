@@ -87,3 +87,11 @@ def test_traceback_switch(monkeypatch, capsys):
     monkeypatch.setenv("CLIPBENCH_TRACEBACK", "1")
     with pytest.raises(ValueError, match="Invalid thing"):
         cli.main(["bad"])
+
+
+def test_concurrent_cpu_runs_split_the_cores(monkeypatch):
+    monkeypatch.setattr(grid.os, "cpu_count", lambda: 8)
+    assert grid.cpu_threads(1, {}) == {}
+    assert grid.cpu_threads(2, {}) == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+    assert grid.cpu_threads(16, {}) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert grid.cpu_threads(2, {"OMP_NUM_THREADS": "3"}) == {}  # the user's choice stands
