@@ -20,6 +20,8 @@ SEEDS      ?= 0 1 2
 FULL_SEEDS ?= 0 1 2 3 4
 _full_seeds = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),$(FULL_SEEDS))
 BASELINE   ?= sgd
+# Concurrent runs of make bench on this CPU (each gets cores/PARALLEL threads).
+PARALLEL   ?= 2
 OPTIMIZERS ?= sgd adam clipped_sgd clipped_sstm
 RUNS       ?= runs
 OUT        ?=
@@ -63,7 +65,7 @@ test: $(STAMP) ## run the test suite (the command CI runs)
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP) ## the main job: 4 tasks x SGD, Adam, clipped-SGD, clipped-SSTM x 3 seeds on the embedded data [SEEDS= BASELINE=]
-	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k text --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --baseline $(BASELINE) $(if $(OUT),--out $(OUT))
+	$(PY) -m benchmark run --preset bench --probe-noise --datasets imagenet voc div2k text --optimizers $(OPTIMIZERS) --seeds $(SEEDS) --baseline $(BASELINE) --parallel $(PARALLEL) $(if $(OUT),--out $(OUT))
 
 _FULL = $(PY) -m benchmark run --preset full --optimizers $(OPTIMIZERS) --seeds $(_full_seeds) --baseline $(BASELINE) --data-dir "$(DATA)" \
 	$(if $(DEVICES),--devices $(DEVICES)) $(if $(NODES),--nodes $(NODES)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(OUT),--out $(OUT))
