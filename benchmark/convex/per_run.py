@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import torch
-from torch import Tensor
 
 from optim import ClippedSGD, ClippedSSTM
 

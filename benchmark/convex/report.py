@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from .methods import METHODS
-from .runner import Trajectory
 from .suite import ExperimentResult
 
 __all__ = ["ConvexReport", "fit_slope"]
