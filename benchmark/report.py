@@ -4,6 +4,9 @@
 directory written by ``python -m benchmark fit`` (``final.json`` + ``csv/*/metrics.csv``), a
 directory holding such runs at any depth, or an offline W&B run (``offline-run-*``), and
 writes ``summary.md``, ``results.json`` and ``<dataset>_curves.png`` into DIR.
+
+The statistics live in :mod:`benchmark.stats` / :mod:`benchmark.report_stats`, time to
+target in :mod:`benchmark.profiles`; this module reads runs and lays out the report.
 """
 
 from __future__ import annotations

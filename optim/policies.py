@@ -20,6 +20,9 @@ References:
     Kumar et al. ZClip: adaptive spike mitigation for LLM pre-training. 2025.
     Brock, De, Smith, Simonyan. High-performance large-scale image recognition without
     normalization. ICML 2021 (adaptive gradient clipping).
+
+Why this module is over 400 lines: the three policies share one interface and its
+state-dict handling, and each is short; splitting them would scatter that interface.
 """
 
 from __future__ import annotations
