@@ -184,3 +184,28 @@ def test_muon_takes_the_matrices_and_adamw_the_rest():
                 s.step()
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
     assert len(opt.param_groups) == 2 and opt.param_groups[0]["params"] == [net[0].weight, net[2].weight]
+
+
+def test_skip_in_front_of_a_composite_base_rolls_back_its_state():
+    """The accelerator path (forced on CPU): a non-finite step in front of Muon+AdamW
+    leaves the parameters and both parts' state as they were."""
+    from optim.clipping import device_code_path
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    opt = build_optimizer("muon", net.parameters(), lr=0.02, clip_policy="zclip", clip_policy_args={"warmup_steps": 2})
+    x = torch.randn(8, 4)
+    with device_code_path():
+        for k in range(4):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            if k == 3:
+                net[0].bias.grad[0] = float("nan")
+                params = [p.detach().clone() for p in net.parameters()]
+                state = {id(p): {n: v.clone() for n, v in s.items() if torch.is_tensor(v)} for p, s in opt.state.items()}
+                policy = {n: v.clone() for n, v in opt.policy.state.items()}
+            opt.step()
+    assert all(torch.equal(a, p) for a, p in zip(params, net.parameters()))
+    assert all(torch.equal(state[id(p)][n], v) for p, s in opt.state.items() for n, v in s.items() if torch.is_tensor(v))
+    assert all(torch.equal(policy[n], v) for n, v in opt.policy.state.items())
+    assert int(opt.global_state["skipped_steps"]) == 1
