@@ -25,7 +25,7 @@ class _Tiny(pl.LightningModule):
         return self.make(self.parameters())
 
 
-def _fit(make, steps=4):
+def _fit(make, steps=4, **callback_args):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 4, generator=g)
     data = DataLoader(TensorDataset(x, 3 * x[:, :1] + 1), batch_size=8)
@@ -34,7 +34,7 @@ def _fit(make, steps=4):
         accelerator="cpu",
         max_steps=steps,
         log_every_n_steps=1,  # the callback logs only on the steps that reach the loggers
-        callbacks=[OptimizerStatsCallback()],
+        callbacks=[OptimizerStatsCallback(**callback_args)],
         logger=pl.loggers.CSVLogger("."),
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -64,3 +64,12 @@ def test_grad_norm_for_optimizers_that_do_not_clip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     metrics = _fit(lambda p: torch.optim.SGD(p, lr=0.01))
     assert metrics["optim/grad_norm"].item() > 0 and "optim/clip_factor" not in metrics
+
+
+def test_grad_norm_for_all_off_skips_the_extra_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = _fit(lambda p: torch.optim.SGD(p, lr=0.01), grad_norm_for_all=False)
+    assert "optim/grad_norm" not in metrics and "optim/lr" in metrics
+    # A clipping optimizer measures its own norm: logged either way.
+    clipped = _fit(lambda p: ClippedSGD(p, lr=0.01, clip_level=1.0), grad_norm_for_all=False)
+    assert clipped["optim/grad_norm"].item() > 0
