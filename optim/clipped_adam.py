@@ -94,15 +94,13 @@ class ClippedAdam(ClippedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step; ``closure`` (re-evaluating the loss) is optional."""
-        loss = self._run_closure(closure)
-        collected = [c for c in self._collect() if c[1]]
-        if not collected:
+        loss, inputs = self._start_step(closure)
+        if inputs is None:
             return loss
+        collected, foreach = inputs.groups, inputs.foreach
         all_grads = [g for _, _, gs in collected for g in gs]
-        self._init_global_state(all_grads[0].device)
-        foreach = self._use_foreach(all_grads)
-        clip_level, clipping = (self._shared(k) for k in self._global_hparams)
-        norms, total, applied = self._measure([gs for _, _, gs in collected], foreach)
+        norms, total, applied = inputs.norms, inputs.total_norm, inputs.applied
+        clip_level, clipping = (inputs.hparams[k] for k in self._global_hparams)
         params = [p for _, ps, _ in collected for p in ps]
         host = host_path(clipping, applied, params)
         if host and not bool(applied):

@@ -57,6 +57,7 @@ class NSGDM(ClippedOptimizer):
     """
 
     _global_hparams = ("clip_level", "clipping", "normalize")
+    _decay_before_clipping = True
 
     def __init__(
         self,
@@ -86,17 +87,14 @@ class NSGDM(ClippedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step; ``closure`` (re-evaluating the loss) is optional."""
-        loss = self._run_closure(closure)
-        collected = [c for c in self._collect() if c[1]]
-        if not collected:
+        loss, inputs = self._start_step(closure)
+        if inputs is None:
             return loss
-        first = collected[0][2][0]
-        self._init_global_state(first.device)
-        foreach = self._use_foreach([g for _, _, gs in collected for g in gs])
-        clip_level, clipping, normalize = (self._shared(k) for k in self._global_hparams)
-        # g = ∇f + w·x is the vector that is clipped (new tensors only when w > 0).
-        grads = [_add(gs, ps, group["weight_decay"], foreach) for group, ps, gs in collected]
-        norms, total, applied = self._measure(grads, foreach)
+        # g = ∇f + w·x is the vector that is clipped (the base adds w·x before measuring).
+        collected, foreach = inputs.groups, inputs.foreach
+        grads = [gs for _, _, gs in collected]
+        norms, total, applied = inputs.norms, inputs.total_norm, inputs.applied
+        clip_level, clipping, normalize = (inputs.hparams[k] for k in self._global_hparams)
         params = [p for _, ps, _ in collected for p in ps]
         host = host_path(clipping, applied, params)
         if host and not bool(applied):
@@ -153,15 +151,6 @@ class NSGDM(ClippedOptimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             out.append(state["momentum_buffer"])
         return out
-
-
-def _add(grads: list[Tensor], params: list[Tensor], weight_decay: float, foreach: bool) -> list[Tensor]:
-    """``g + w·x`` as new tensors (the gradients themselves when w = 0)."""
-    if not weight_decay or not grads:
-        return grads
-    if foreach:
-        return list(torch._foreach_add(grads, params, alpha=weight_decay))
-    return [g.add(x, alpha=weight_decay) for g, x in zip(grads, params)]
 
 
 def _momentum_host(buffers: list[Tensor], grads: list[Tensor], beta: float, coefficient: float, foreach: bool) -> None:
