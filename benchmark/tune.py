@@ -68,14 +68,34 @@ def open_storage(spec: str | None, out: Path):
 
     if spec is None:
         out.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(f"sqlite:///{(out / 'optuna.db').resolve()}")
+        return _rdb_storage(f"sqlite:///{(out / 'optuna.db').resolve()}")
     if spec.startswith("journal:") or spec.endswith((".log", ".journal")):
         path = Path(spec.removeprefix("journal:")).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if "://" not in spec:
         raise ValueError(f"Invalid --storage: {spec!r} (must be an Optuna URL such as sqlite:///tune.db, or journal:PATH)")
-    return optuna.storages.RDBStorage(spec)
+    return _rdb_storage(spec)
+
+
+def _rdb_storage(url: str):
+    """``RDBStorage(url)``; for an SQLite file under an exclusive file lock, because two
+    processes opening a new file at once race on creating its schema (Optuna's version
+    table: an IntegrityError in one of them)."""
+    import fcntl
+
+    import optuna
+
+    if not url.startswith("sqlite:///"):
+        return optuna.storages.RDBStorage(url)
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return optuna.storages.RDBStorage(url)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def distributions(optimizer: str) -> dict[str, Any]:

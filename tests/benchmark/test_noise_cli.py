@@ -151,9 +151,9 @@ def test_bad_arguments_are_usage_errors(argv, message, capsys):
 
 
 def test_unknown_optimizer_lists_the_configs(capsys):
-    assert dispatch(["noise", "--optimizer", "lion"]) == 2
+    assert dispatch(["noise", "--optimizer", "lamb"]) == 2
     err = capsys.readouterr().err
-    assert "error: no optimizer config" in err and "configs exist for: adam, clipped_sgd, clipped_sstm, sgd" in err
+    assert "error: no optimizer config" in err and "configs exist for: adam, adamw_autoclip, adamw_zclip, clipped_adam, clipped_sgd, clipped_sstm, lion" in err
 
 
 def test_subset_larger_than_the_training_set_and_reused_out(tmp_path, embedded_data_root, capsys):

@@ -29,7 +29,7 @@ def test_cpu_table_rows_ratios_and_targets(capsys):
         cells = [c.strip() for c in line.split("|")[1:-1]]
         if len(cells) == 7 and cells[0] not in ("optimizer", "---"):
             rows[cells[0]] = cells
-    assert set(rows) == {"sgd", "clip+sgd", "adam", "clipped_sgd", "clipped_sgd (norm)", "clipped_sstm"}
+    assert set(rows) == {"sgd", "clip+sgd", "adam", "adamw", "clipped_sgd", "clipped_sgd (norm)", "clipped_sstm"}
     ms = {name: float(cells[1]) for name, cells in rows.items()}
     assert all(v > 0 for v in ms.values())
     for name, cells in rows.items():

@@ -50,7 +50,7 @@ def test_fit_help_explains_the_suite_options(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        (["--model.init_args.optimizer", "lion"], "Unknown optimizer 'lion'; available: adam"),
+        (["--model.init_args.optimizer", "lamb"], "Unknown optimizer 'lamb'; available: adam"),
         (["--trainer.gradient_clip_val", "1.0"], "Double clipping: trainer.gradient_clip_val=1.0"),
         (["--model.init_args.optimizer_args.lipschitz", "3"], "Unknown keyword(s) 'lipschitz' in optimizer_args"),
         (["--model.init_args.optimizer_args.clip_level", "-1"], "Invalid clip_level: -1"),
@@ -182,7 +182,7 @@ def test_report_from_fixture_logs(tmp_path):
     # Segments of a resumed run are joined into one curve.
     clipped = next(r for r in records if r.optimizer == "clipped_sgd" and r.seed == 0)
     assert [s for s, _ in clipped.loss_curve] == [0, 1]
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["plots"] == ["div2k_curves.png", "imagenet_curves.png"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["plots"] == ["div2k_curves.png", "imagenet_curves.png", "performance_profile.png"]
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path):

@@ -53,17 +53,24 @@ def test_the_language_model_row_and_direction():
     assert get_task("imagenet").best([0.4, 0.5]) == 0.5
 
 
-def _record(dataset, optimizer, value):
+def _record(dataset, optimizer, value, seed=0):
     task = get_task(dataset)
-    return RunRecord("x", dataset, task.kind, optimizer, 0, task.primary_metric, {task.primary_metric: value})
+    return RunRecord("x", dataset, task.kind, optimizer, seed, task.primary_metric, {task.primary_metric: value})
 
 
 def test_report_bolds_the_lowest_bpc_and_the_highest_top1():
-    records = [_record("text", "sgd", 2.5), _record("text", "adam", 1.75), _record("imagenet", "sgd", 0.3), _record("imagenet", "adam", 0.2)]
+    # Three paired seeds with a constant gap: significantly best in the metric's direction.
+    records = []
+    for seed, shift in enumerate((0.0, 0.01, -0.01)):
+        records += [_record("text", "sgd", 2.5 + shift, seed), _record("text", "adam", 1.75 + shift, seed)]
+        records += [_record("imagenet", "sgd", 0.3 + shift, seed), _record("imagenet", "adam", 0.2 + shift, seed)]
     table = thesis_table(aggregate(records), records).splitlines()
     assert table[0] == "| Task | Model | Metric | SGD | Adam |"
-    assert table[2] == "| ImCl | ResNet-18 | Top-1 (%) | **30.00** | 20.00 |"
-    assert table[3] == "| LM | Transformer | val bpc | 2.500 | **1.750** |"  # fourth task, after ImCl
+    assert table[2].startswith("| ImCl | ResNet-18 | Top-1 (%) | **30.00") and "| 20.00" in table[2]
+    assert table[3].startswith("| LM | Transformer | val bpc | 2.500") and "| **1.750" in table[3]  # after ImCl
+    # One seed: nothing is significantly best, nothing bold.
+    single = [r for r in records if r.seed == 0]
+    assert "**" not in thesis_table(aggregate(single), single)
 
 
 def test_run_directory_is_one_rule(tmp_path):

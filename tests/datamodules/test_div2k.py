@@ -178,7 +178,9 @@ def test_natural_image_statistics(embedded_root: Path):
         lr = torch.from_numpy(np.array(Image.open(root / "DIV2K_valid_LR_bicubic" / "X4" / f"{stem}x4.png"))).permute(2, 0, 1).float() / 255
         up = torch.nn.functional.interpolate(lr[None], scale_factor=4, mode="bicubic", align_corners=False)[0].clamp(0, 1)
         psnrs.append(_psnr(up[:, 4:-4, 4:-4], hr[:, 4:-4, 4:-4]))
-        assert -3.5 < _spectral_slope(hr.mean(0)) < -1.5, stem
+        # Real photographs: about -2 (1/f^2 power), down to -3.6 for the crops with much
+        # smooth sky (the rocket launch); white noise is near 0 (checked below).
+        assert -4.0 < _spectral_slope(hr.mean(0)) < -1.5, stem
     assert 18 < np.mean(psnrs) < 32, psnrs  # DIV2K x4 bicubic: about 26-29 dB
     assert _spectral_slope(torch.rand(240, 240)) > -0.5  # the check does tell noise apart
 
