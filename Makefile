@@ -111,8 +111,8 @@ slurm-div2k: $(STAMP) ## submit DIV2K runs to SLURM: DATA=/path NODES= GPUS= [OP
 	$(_need_data)
 	$(_SLURM) --datasets div2k
 
-tune: $(STAMP) ## equal-budget Optuna tuning on the held-out split; installs the bench's embedded_<optimizer>.yaml [TRIALS= STORAGE= OPTIMIZERS= OUT= TUNE_ARGS=]
-	$(PY) -m benchmark tune --preset bench --optimizers $(OPTIMIZERS) --install $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT)) $(TUNE_ARGS)
+tune: $(STAMP) ## equal-budget Optuna tuning on the held-out split; installs the bench's embedded_<optimizer>.yaml [PARALLEL= TRIALS= STORAGE= OPTIMIZERS= OUT= TUNE_ARGS=]
+	$(PY) -m benchmark tune --preset bench --optimizers $(OPTIMIZERS) --parallel $(PARALLEL) --install $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) $(if $(OUT),--out $(OUT)) $(TUNE_ARGS)
 
 slurm-tune: $(STAMP) ## WORKERS SLURM jobs on one shared study: DATA=/path DATASET=imagenet STORAGE=journal:/shared/tune.log [WORKERS=4 GPUS=1 TRIALS= TIME= SBATCH_ARGS=]
 	$(_need_data)

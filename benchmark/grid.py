@@ -22,12 +22,12 @@ import argparse
 import hashlib
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import launch
 from .report import build_report, load_runs
 from .tasks import CONFIG_DIR, dataset_names, get_task, run_directory
 from .tracking import WANDB_MODES
@@ -195,8 +195,10 @@ def cpu_threads(concurrent: int, env: dict[str, str]) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list[GridRun]:
-    """Run the unfinished runs, ``len(slots)`` at a time; returns those that failed."""
+def execute(runs: list[GridRun], slots: list[str | None], verbose: bool, *, fork: bool = False) -> list[GridRun]:
+    """Run the unfinished runs, ``len(slots)`` at a time; returns those that failed. With
+    ``fork``, each run is a fork of a server that imported the stack once
+    (:mod:`benchmark.launch`)."""
     from tqdm import tqdm
 
     for run in runs:
@@ -206,7 +208,7 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
     todo = [r for r in runs if not r.finished]
     done_before = len(runs) - len(todo)
     failed: list[GridRun] = []
-    active: dict[int, tuple[GridRun, subprocess.Popen, object]] = {}
+    active: dict[int, tuple[GridRun, launch.Started, object]] = {}
     bar = tqdm(total=len(runs), initial=done_before, desc="grid", unit="run", dynamic_ncols=True)
     queue = list(todo)
     try:
@@ -221,7 +223,7 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
                     env["CUDA_VISIBLE_DEVICES"] = gpu
                 env.update(cpu_threads(len(slots), env))
                 log = None if verbose else open(run.run_dir / "stdout.log", "a")
-                proc = subprocess.Popen(run.command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+                proc = launch.start(run.command, env, log, fork=fork)
                 active[slot] = (run, proc, log)
                 bar.set_postfix_str(", ".join(r.label for r, _, _ in active.values()))
             time.sleep(0.5)
@@ -243,11 +245,13 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool) -> list
     return failed
 
 
-def probe_noise(args: argparse.Namespace, out: Path) -> None:
+def probe_noise(args: argparse.Namespace, out: Path, slots: list[str | None], *, fork: bool = False) -> None:
     """Measure each dataset's gradient noise at initialisation (``python -m benchmark
     noise --train-steps 0``), once per dataset: every optimizer starts from the same
-    weights for a seed. Results accumulate in ``out``; datasets already there are skipped."""
+    weights for a seed. ``len(slots)`` probes run at a time, each logging to
+    ``out/<dataset>.log``. Results accumulate in ``out``; datasets already there are skipped."""
     data_dirs = _data_dirs(args.data_dir or [], args.datasets)
+    queue = []
     for dataset in args.datasets:
         if (out / dataset).exists():
             continue
@@ -259,10 +263,31 @@ def probe_noise(args: argparse.Namespace, out: Path) -> None:
             for path in config_stack(dataset, "sgd", "full"):
                 cmd += ["--config", str(path)]
             cmd += ["--", "--data.init_args.data_dir", data_dirs[dataset]]
-        print(f"gradient noise at initialisation: {dataset} ...", flush=True)
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"warning: the noise probe of {dataset} failed; the report will lack it:\n{result.stderr[-1500:]}", file=sys.stderr)
+        queue.append((dataset, cmd))
+    if not queue:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"gradient noise at initialisation: {', '.join(d for d, _ in queue)} ...", flush=True)
+    active: list[tuple[str, launch.Started, object]] = []
+    while queue or active:
+        while queue and len(active) < len(slots):
+            dataset, cmd = queue.pop(0)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            if slots[len(active)] is not None:
+                env["CUDA_VISIBLE_DEVICES"] = slots[len(active)]
+            env.update(cpu_threads(len(slots), env))
+            log = open(out / f"{dataset}.log", "w")
+            active.append((dataset, launch.start(cmd, env, log, fork=fork), log))
+        time.sleep(0.5)
+        for item in list(active):
+            dataset, proc, log = item
+            if proc.poll() is None:
+                continue
+            active.remove(item)
+            log.close()
+            if proc.poll() != 0:
+                tail = (out / f"{dataset}.log").read_text()[-1500:]
+                print(f"warning: the noise probe of {dataset} failed (exit {proc.poll()}); the report will lack it:\n{tail}", file=sys.stderr)
 
 
 class _RenamedFlag(argparse.Action):
@@ -315,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     out = Path(args.out or f"results/{time.strftime('%Y%m%d-%H%M%S')}")
+    slots = _gpu_slots(args.parallel, int(args.devices) if args.devices else None)
+    # Short single-process runs: fork them from a server that imported the stack once.
+    fork = args.preset == "bench" and args.devices is None and args.nodes is None
     if args.probe_noise:
-        probe_noise(args, out / "noise")
-    failed = execute(runs, _gpu_slots(args.parallel, int(args.devices) if args.devices else None), args.verbose)
+        probe_noise(args, out / "noise", slots, fork=fork)
+    failed = execute(runs, slots, args.verbose, fork=fork)
     finished = [r.run_dir for r in runs if r.finished]
     if not finished:
         print("error: no run finished; see the logs above", file=sys.stderr)

@@ -33,8 +33,8 @@ import json
 import math
 import os
 import socket
-import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -43,7 +43,8 @@ from typing import Any
 
 import yaml
 
-from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack
+from . import launch
+from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack, cpu_threads
 from .report_stats import higher_is_better
 from .tune_outputs import (
     best_fragment,
@@ -52,7 +53,7 @@ from .tune_outputs import (
     write_trials_csv,
 )
 
-__all__ = ["COUNTED", "DEFAULT_TRIALS", "counted_trials", "distributions", "main", "open_storage", "run_trials"]
+__all__ = ["COUNTED", "DEFAULT_TRIALS", "counted_trials", "distributions", "main", "open_storage", "run_trials", "work_on"]
 
 DEFAULT_TRIALS = {"bench": 6, "full": 20}
 #: Trial outcomes that use up budget (an interrupted or surplus trial does not).
@@ -220,6 +221,32 @@ def run_trials(
     return ran
 
 
+def work_on(study, n_trials: int, space: dict[str, Any], objective: Callable[[Any], float], parallel: int, *, stale_after: float = 900.0) -> int:
+    """:func:`run_trials` in ``parallel`` threads of this process (each trial is its own
+    process, so the threads only wait); the budget is shared as between processes.
+    Returns the number of trials run; an interruption in any thread is re-raised."""
+    if parallel == 1:
+        return run_trials(study, n_trials, space, objective, log=lambda s: print(s, flush=True), stale_after=stale_after)
+    ran, errors = [], []
+
+    def worker() -> None:
+        try:
+            ran.append(run_trials(study, n_trials, space, objective, log=lambda s: print(s, flush=True), stale_after=stale_after))
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
+    for i, thread in enumerate(threads):
+        thread.start()
+        if i == 0:
+            time.sleep(0.2)  # the first thread fails interrupted trials before the others look
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(ran)
+
+
 def tuning_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     """The grid's config stack without tuned settings (they are what tuning makes)."""
     tuned = {fragment_name(optimizer, p) for p in DEFAULT_TRIALS}
@@ -252,8 +279,10 @@ def fit_objective(dataset: str, optimizer: str, args: argparse.Namespace) -> Cal
         cmd += list(args.extra)
         trial.set_user_attr("run_dir", str(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cpu_threads(args.parallel, dict(os.environ))}
         with open(run_dir / "stdout.log", "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            # The bench preset's short CPU runs: forked from a server that imported the stack once.
+            proc = launch.start(cmd, env, log, fork=args.preset == "bench")
             beat = time.time()
             try:
                 while proc.poll() is None:
@@ -291,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--install", action="store_true", help="also write the best settings into benchmark/configs/<dataset>/")
     parser.add_argument("--wandb", default="disabled", choices=("auto", "online", "offline", "disabled"))
     parser.add_argument("--stale-after", type=float, default=900.0, help="seconds without a sign of life after which another host's running trial counts as interrupted")
+    parser.add_argument("--parallel", type=int, default=1, help="trials run at a time in this process (on a CPU each gets cores/N threads); other processes may share the studies too")
     parser.add_argument("--outputs-only", action="store_true", help="run no trial: only write configs, trials.csv and plots from the studies")
     return parser
 
@@ -305,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     n_trials = args.trials if args.trials is not None else DEFAULT_TRIALS[args.preset]
     if n_trials < 1:
         raise ValueError(f"Invalid --trials: {n_trials} (must be >= 1)")
+    if args.parallel < 1:
+        raise ValueError(f"Invalid --parallel: {args.parallel} (must be >= 1)")
     if args.preset == "full" and (not args.data_dir or len(args.datasets) != 1):
         raise ValueError("Invalid arguments: --preset full needs --data-dir and exactly one --datasets entry")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -331,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             studies[(dataset, optimizer)] = study
             if not args.outputs_only:
                 print(f"{study.study_name}: {counted_trials(study)}/{n_trials} trials done; {metric} on the held-out split", flush=True)
-                run_trials(study, n_trials, space, fit_objective(dataset, optimizer, args), log=lambda s: print(s, flush=True), stale_after=args.stale_after)
+                work_on(study, n_trials, space, fit_objective(dataset, optimizer, args), args.parallel, stale_after=args.stale_after)
     command = "python -m benchmark tune " + " ".join(argv)
     written = []
     for (dataset, optimizer), study in studies.items():

@@ -14,7 +14,7 @@ from benchmark.convex.cli import build_parser as convex_parser
 def test_run_probe_noise_switch_probes_first_and_reports(monkeypatch, tmp_path):
     calls = []
     # Only the switch's effect is under test: what runs first, what the report is given.
-    monkeypatch.setattr(grid, "probe_noise", lambda args, out: calls.append(("probe", out)))
+    monkeypatch.setattr(grid, "probe_noise", lambda args, out, *a, **k: calls.append(("probe", out)))
     monkeypatch.setattr(grid, "execute", lambda runs, *a, **k: calls.append(("execute", len(runs))) or [])
     monkeypatch.setattr(grid, "build_report", lambda *a, **k: calls.append(("report", k.get("noise"))))
     monkeypatch.setattr(grid, "load_runs", lambda *a, **k: [])

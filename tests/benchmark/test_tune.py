@@ -158,3 +158,31 @@ def test_tune_command_end_to_end(tmp_path, embedded_data_root):
     config = yaml.safe_load(next((out / "runs" / "imagenet" / "adam" / "trial0000" / "csv").glob("*/config.yaml")).read_text())
     assert config["data"]["init_args"]["tune_split"] is True
     assert (out / "trials.csv").exists() and (out / "imagenet_sensitivity.png").exists()
+
+
+def test_parallel_threads_share_the_budget_and_overlap(tmp_path):
+    import threading
+    import time
+
+    from benchmark.tune import work_on
+
+    study = _study(open_storage(None, tmp_path))
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def objective(trial):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return -abs(math.log10(trial.params["lr"]) + 2)
+
+    ran = work_on(study, 5, distributions("sgd"), objective, parallel=2)
+    assert peak[0] == 2  # two trials ran at once
+    assert counted_trials(study) == 5 and ran == 5
+    assert sum(t.user_attrs.get("outcome") == "surplus" for t in study.trials) <= 1
+    with pytest.raises(ValueError, match="Invalid --parallel"):
+        from benchmark.tune import main
+
+        main(["--parallel", "0", "--out", str(tmp_path / "x")])
