@@ -14,7 +14,7 @@ __all__ = ["NORMALIZE_KINDS", "NSGDM"]
 
 NORMALIZE_KINDS = ("global", "layer_wise")
 
-#: the floor of ‖m‖ in the normalization (ALGORITHMS.md): m = 0 gives a zero step.
+#: the floor of ‖m‖ in the normalization (the algorithm's definition): m = 0 gives a zero step.
 NORM_FLOOR = 1e-12
 
 

@@ -1,6 +1,6 @@
 """Hyperparameters and mini-batch sizes from the convex theorems, with stated constants.
 
-ALGORITHMS.md (last section) gives the parameter choices of the two convex theorems up
+The paper (Gorbunov, Danilova & Gasnikov 2020) gives the parameter choices of the two convex theorems up
 to constants. This module fixes the constants, in one place, and says why:
 
 clipped-SGD (Theorem for Algorithm 2; output x̄ᴺ):
@@ -16,7 +16,7 @@ clipped-SSTM (Theorem for Algorithm 1, ν = 1; output yᴺ):
     m_k = max{1, ⌈c_m σ² α²_{k+1} N ln(4N/β) / R₀²⌉}, c_m = 1, α_{k+1} from the
           optimizer's own schedule (:func:`optim.sstm_schedule`)
 
-ln(4N/β) is used wherever ALGORITHMS.md writes ln(N/β) or ln(4N/β): the two differ by a
+ln(4N/β) is used wherever the theorems write ln(N/β) or ln(4N/β): the two differ by a
 bounded factor, which Θ(·) absorbs. β = 0.01, so "with probability ≥ 1 − β" is a
 statement about the 99% quantile that the reports show. The unclipped SGD and SSTM get
 the same formulas with λ = B = ∞.

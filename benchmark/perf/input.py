@@ -1,7 +1,7 @@
 """``python -m benchmark.perf input``: can the ImageNet input pipeline feed the GPU?
 
 The H100 trains ResNet-18 (224 px, batch 256, bf16, channels_last) at about 11.9k
-images/s eager and 15.9k compiled (REFERENCES.md). This command measures what the
+images/s eager and 15.9k compiled (published reference figures). This command measures what the
 ImageNet DataModule's training path costs per image on one core, on real-size JPEGs
 (generated: ``--count`` files of ``--size``, quality ``--quality``, about ImageNet's mean
 file size), and how many cores those two rates need:
@@ -31,7 +31,7 @@ from .common import best_time_per_item, machine_info, markdown_table
 
 __all__ = ["TARGETS", "add_arguments", "make_jpegs", "run"]
 
-TARGETS = {"eager": 11_900, "compiled": 15_900}  # ResNet-18 images/s on one H100 (REFERENCES.md)
+TARGETS = {"eager": 11_900, "compiled": 15_900}  # ResNet-18 images/s on one H100 (published reference figures)
 GPU_MACHINE_CORES = 16
 
 

@@ -1,4 +1,4 @@
-"""A literal float64 transcription of ../shared/ALGORITHMS.md: the test oracle.
+"""A literal float64 transcription of the algorithms' pseudocode (Gorbunov, Danilova & Gasnikov 2020): the test oracle.
 
 Written for clarity, not speed: plain loops over numpy arrays, the formulas as printed
 (no lerp, no masks, no device tricks), so that the optimizers are checked against the

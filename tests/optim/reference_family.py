@@ -1,4 +1,4 @@
-"""A literal float64 transcription of the heavy-tail family (ALGORITHMS.md, last section).
+"""A literal float64 transcription of the heavy-tail family (the definitions in the methods' papers).
 
 As :mod:`tests.optim.reference`: plain loops over numpy arrays, the formulas as printed,
 so the optimizers are checked against the text and not against themselves. Hyperparameters

@@ -1,4 +1,4 @@
-"""The optimizers against a float64 transcription of ALGORITHMS.md and against torch."""
+"""The optimizers against a float64 transcription of the papers' pseudocode and against torch."""
 
 from __future__ import annotations
 

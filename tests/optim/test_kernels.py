@@ -2,7 +2,7 @@
 
 With bf16 parameters a bf16 average stalls: once (xᵏ - x̄)/(k+1) is below half an ulp of
 x̄ (2⁻⁹ near 1) the update rounds to nothing. The optimizers keep x̄ (and clipped-SSTM's y,
-z) in float32; the oracle is a float64 transcription of ALGORITHMS.md evaluated on the
+z) in float32; the oracle is a float64 transcription of the paper's pseudocode evaluated on the
 same bf16 iterates.
 """
 

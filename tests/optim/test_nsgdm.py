@@ -1,4 +1,4 @@
-"""NSGD-M against the float64 transcription of ALGORITHMS.md (heavy-tailed noise)."""
+"""NSGD-M against the float64 transcription of its definition (Cutkosky & Mehta 2020) (heavy-tailed noise)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ MAKERS = [
     lambda p: ClippedSGD(p, lr=0.05, clip_level=0.5, clipping="coordinate_wise"),
     lambda p: ClippedSSTM(p, lr=0.5, L=2.0, clip_level=0.3, nu=0.5, max_ratio=0.9, weight_decay=1e-2),
     lambda p: ClippedSSTM(p, lr=0.5, L=2.0, clip_level=0.3, clipping="layer_wise"),
-    # the heavy-tail family (ALGORITHMS.md, last section)
+    # the heavy-tail family (its papers' definitions)
     lambda p: NSGDM(p, lr=0.05, momentum=0.9, clip_level=1.0, weight_decay=1e-2),
     lambda p: NSGDM(p, lr=0.05, clip_level=0.5, clipping="layer_wise", normalize="layer_wise"),
     lambda p: ClippedAdam(p, lr=0.05, clip_level=0.5),
