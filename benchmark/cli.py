@@ -6,6 +6,7 @@ dispatches, so ``python -m benchmark --help`` stays fast (nothing heavy is impor
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -25,6 +26,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("benchmark.tune", "equal-budget hyperparameter tuning on the held-out split (Optuna; resumable, shareable)"),
     "dashboard": ("benchmark.dashboard", "create a saved W&B workspace: per task, curves by optimizer, clip fraction, noise alpha"),
 }
+
+
+def parse_with_extra(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``) up to a ``--``; what follows it, meant for
+    every ``python -m benchmark fit`` the command starts, is ``args.extra``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.extra = argv[split + 1 :]
+    return args
 
 
 def _usage() -> str:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from string import Template
 
+from .cli import parse_with_extra
 from .grid import DATASETS, DEFAULT_OPTIMIZERS, config_stack
 from .tasks import run_directory
 
@@ -97,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args = parse_with_extra(build_parser(), argv)
     if args.preset == "full" and not args.data_dir:
         print("error: --data-dir is required with --preset full (the real dataset's root)", file=sys.stderr)
         return 2
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 script = render(
                     dataset=dataset, optimizer=optimizer, seed=seed, run_dir=run_dir, nodes=args.nodes, gpus=args.gpus,
                     cpu_tasks=args.cpu_tasks, cpus_per_task=args.cpus_per_task, time=args.time, data_dir=args.data_dir, preset=args.preset,
-                    directives=directives, extra=extra, python=args.python, workdir=Path.cwd(),
+                    directives=directives, extra=args.extra, python=args.python, workdir=Path.cwd(),
                 )
                 run_dir.mkdir(parents=True, exist_ok=True)
                 path = run_dir / "job.sbatch"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import launch
+from .cli import parse_with_extra
 from .report import build_report, load_runs
 from .tasks import CONFIG_DIR, dataset_names, get_task, run_directory
 from .tracking import WANDB_MODES
@@ -330,9 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    args.extra = extra
+    args = parse_with_extra(build_parser(), argv)
     runs = plan(args)
     if args.dry_run:
         for run in runs:

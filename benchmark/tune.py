@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from . import launch
+from .cli import parse_with_extra
 from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack, cpu_threads
 from .report_stats import higher_is_better
 from .tune_outputs import (
@@ -329,9 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    args.extra = extra
+    args = parse_with_extra(build_parser(), argv)
     n_trials = args.trials if args.trials is not None else DEFAULT_TRIALS[args.preset]
     if n_trials < 1:
         raise ValueError(f"Invalid --trials: {n_trials} (must be >= 1)")
