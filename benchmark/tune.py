@@ -45,7 +45,7 @@ import yaml
 
 from . import launch
 from .cli import parse_with_extra
-from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack, cpu_threads
+from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack, cpu_threads, fingerprint
 from .report_stats import higher_is_better
 from .tune_outputs import (
     best_fragment,
@@ -248,6 +248,32 @@ def work_on(study, n_trials: int, space: dict[str, Any], objective: Callable[[An
     return sum(ran)
 
 
+def tuning_fingerprint(dataset: str, optimizer: str, args: argparse.Namespace) -> str:
+    """What decides a trial's outcome besides its hyperparameters: the tuning stack's
+    contents, the training seed, the real data's root and the arguments after ``--``."""
+    settings = ["--seed", str(args.seed), "--data-dir", str(args.data_dir), *args.extra]
+    return fingerprint(tuning_stack(dataset, optimizer, args.preset), settings)
+
+
+def check_settings(study, settings: str) -> None:
+    """Record the settings a study's trials were run with; refuse to add trials of other
+    settings (a changed config or budget) to it.
+
+    Raises:
+        ValueError: the study holds trials of other settings (the message says what to do).
+    """
+    recorded = study.user_attrs.get("settings")
+    if recorded is None or not study.get_trials(deepcopy=False):
+        study.set_user_attr("settings", settings)
+    elif recorded != settings:
+        raise ValueError(
+            f"Invalid study {study.study_name!r}: its trials were run with other configs or arguments "
+            "(a config fragment, --seed, --data-dir or the arguments after -- changed since). Start a new study "
+            "with --study-prefix NAME or another --out/--storage, or delete the old one "
+            f"(optuna.delete_study(study_name={study.study_name!r}, storage=...))"
+        )
+
+
 def tuning_stack(dataset: str, optimizer: str, preset: str) -> list[Path]:
     """The grid's config stack without tuned settings (they are what tuning makes)."""
     tuned = {fragment_name(optimizer, p) for p in DEFAULT_TRIALS}
@@ -359,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_if_exists=True,
             )
             study.set_user_attr("metric", metric)
+            check_settings(study, tuning_fingerprint(dataset, optimizer, args))
             studies[(dataset, optimizer)] = study
             if not args.outputs_only:
                 print(f"{study.study_name}: {counted_trials(study)}/{n_trials} trials done; {metric} on the held-out split", flush=True)

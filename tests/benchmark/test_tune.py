@@ -186,3 +186,15 @@ def test_parallel_threads_share_the_budget_and_overlap(tmp_path):
         from benchmark.tune import main
 
         main(["--parallel", "0", "--out", str(tmp_path / "x")])
+
+
+def test_a_study_refuses_trials_of_other_settings(tmp_path):
+    from benchmark.tune import check_settings
+
+    study = _study(open_storage(None, tmp_path))
+    check_settings(study, "configs-A")
+    run_trials(study, 1, distributions("adam"), lambda trial: 1.0, log=lambda s: None)
+    check_settings(study, "configs-A")  # a resume with the same settings
+    with pytest.raises(ValueError, match="other configs or arguments.*--study-prefix"):
+        check_settings(study, "configs-B")
+    assert study.user_attrs["settings"] == "configs-A"
