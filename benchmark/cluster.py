@@ -97,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_with_extra(build_parser(), argv)
     if args.preset == "full" and not args.data_dir:
         print("error: --data-dir is required with --preset full (the real dataset's root)", file=sys.stderr)

@@ -196,6 +196,16 @@ def cpu_threads(concurrent: int, env: dict[str, str]) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
+def run_env(gpu: str | None, concurrent: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one concurrent run: ours, unbuffered output, ``extra``, the GPU
+    of its slot (``CUDA_VISIBLE_DEVICES``) and its share of the CPU (:func:`cpu_threads`)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    env.update(cpu_threads(concurrent, env))
+    return env
+
+
 def execute(runs: list[GridRun], slots: list[str | None], verbose: bool, *, fork: bool = False) -> list[GridRun]:
     """Run the unfinished runs, ``len(slots)`` at a time; returns those that failed. With
     ``fork``, each run is a fork of a server that imported the stack once
@@ -219,12 +229,8 @@ def execute(runs: list[GridRun], slots: list[str | None], verbose: bool, *, fork
                     continue
                 run = queue.pop(0)
                 run.record_fingerprint()
-                env = {**os.environ, "PYTHONUNBUFFERED": "1", **run.env}
-                if gpu is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = gpu
-                env.update(cpu_threads(len(slots), env))
                 log = None if verbose else open(run.run_dir / "stdout.log", "a")
-                proc = launch.start(run.command, env, log, fork=fork)
+                proc = launch.start(run.command, run_env(gpu, len(slots), run.env), log, fork=fork)
                 active[slot] = (run, proc, log)
                 bar.set_postfix_str(", ".join(r.label for r, _, _ in active.values()))
             time.sleep(0.5)
@@ -269,22 +275,19 @@ def probe_noise(args: argparse.Namespace, out: Path, slots: list[str | None], *,
         return
     out.mkdir(parents=True, exist_ok=True)
     print(f"gradient noise at initialisation: {', '.join(d for d, _ in queue)} ...", flush=True)
-    active: list[tuple[str, launch.Started, object]] = []
+    active: dict[int, tuple[str, launch.Started, object]] = {}
     while queue or active:
-        while queue and len(active) < len(slots):
+        for slot, gpu in enumerate(slots):
+            if slot in active or not queue:
+                continue
             dataset, cmd = queue.pop(0)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            if slots[len(active)] is not None:
-                env["CUDA_VISIBLE_DEVICES"] = slots[len(active)]
-            env.update(cpu_threads(len(slots), env))
             log = open(out / f"{dataset}.log", "w")
-            active.append((dataset, launch.start(cmd, env, log, fork=fork), log))
+            active[slot] = (dataset, launch.start(cmd, run_env(gpu, len(slots)), log, fork=fork), log)
         time.sleep(0.5)
-        for item in list(active):
-            dataset, proc, log = item
+        for slot, (dataset, proc, log) in list(active.items()):
             if proc.poll() is None:
                 continue
-            active.remove(item)
+            del active[slot]
             log.close()
             if proc.poll() != 0:
                 tail = (out / f"{dataset}.log").read_text()[-1500:]
@@ -330,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_with_extra(build_parser(), argv)
     runs = plan(args)
     if args.dry_run:

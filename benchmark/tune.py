@@ -45,7 +45,7 @@ import yaml
 
 from . import launch
 from .cli import parse_with_extra
-from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack, cpu_threads, fingerprint
+from .grid import CONFIG_DIR, DATASETS, DEFAULT_OPTIMIZERS, config_stack, fingerprint, run_env
 from .report_stats import higher_is_better
 from .tune_outputs import (
     best_fragment,
@@ -84,20 +84,16 @@ def _rdb_storage(url: str):
     """``RDBStorage(url)``; for an SQLite file under an exclusive file lock, because two
     processes opening a new file at once race on creating its schema (Optuna's version
     table: an IntegrityError in one of them)."""
-    import fcntl
-
     import optuna
+
+    from datamodules.embedded.store import exclusive_lock
 
     if not url.startswith("sqlite:///"):
         return optuna.storages.RDBStorage(url)
     path = Path(url.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return optuna.storages.RDBStorage(url)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(path.with_name(path.name + ".lock")):
+        return optuna.storages.RDBStorage(url)
 
 
 def distributions(optimizer: str) -> dict[str, Any]:
@@ -306,7 +302,7 @@ def fit_objective(dataset: str, optimizer: str, args: argparse.Namespace) -> Cal
         cmd += list(args.extra)
         trial.set_user_attr("run_dir", str(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cpu_threads(args.parallel, dict(os.environ))}
+        env = run_env(None, args.parallel)
         with open(run_dir / "stdout.log", "w") as log:
             # The bench preset's short CPU runs: forked from a server that imported the stack once.
             proc = launch.start(cmd, env, log, fork=args.preset == "bench")

@@ -64,16 +64,12 @@ def write_top_level(out: Path, outcomes: Sequence[Any], command: str, threads: i
     call the command once per task (e.g. one ``--config`` stack per real dataset) with
     the same ``--out`` and get one report.
     """
-    import fcntl
+    from datamodules.embedded.store import exclusive_lock
 
     # Several probes may share ``out`` at once (the grid runs them concurrently): the
     # read-merge-write of the top level is done under an exclusive lock.
-    with open(out / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _write_top_level(out, outcomes, command, threads)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(out / ".lock"):
+        _write_top_level(out, outcomes, command, threads)
 
 
 def _write_top_level(out: Path, outcomes: Sequence[Any], command: str, threads: int) -> None:

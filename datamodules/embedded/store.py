@@ -27,7 +27,7 @@ try:  # POSIX only; without it concurrent first calls are not serialised.
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["MANIFEST_NAME", "EmbeddedSpec", "embedded_root", "ensure_generated", "is_complete"]
+__all__ = ["MANIFEST_NAME", "EmbeddedSpec", "embedded_root", "ensure_generated", "exclusive_lock", "is_complete"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,9 @@ def is_complete(folder: Path, spec: EmbeddedSpec) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``lock_path`` (created if missing) for the block:
+    concurrent processes on one machine or a shared filesystem take turns."""
     with open(lock_path, "a+") as handle:
         if fcntl is not None:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -144,7 +146,7 @@ def ensure_generated(spec: EmbeddedSpec, root: Path | None = None) -> Path:
             f"cannot create the embedded-data folder {root} ({exc.strerror}); "
             f"set {ENV_VAR} to a writable folder"
         ) from exc
-    with _exclusive(root / f".{spec.name}.lock"):
+    with exclusive_lock(root / f".{spec.name}.lock"):
         if is_complete(target, spec):  # another process finished while we waited
             return target
         for stale in root.glob(f".{spec.name}.tmp-*"):
