@@ -106,6 +106,8 @@ def _fit_command(run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "benchmark", "fit", *stack,
         "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
+        # validation and a checkpoint once per epoch, 2 batches per step (the bench validates twice an epoch)
+        "--trainer.val_check_interval", "1.0", "--trainer.accumulate_grad_batches", "2",
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
         "--data.init_args.train_crop_size", "32", "--data.init_args.val_resize_size", "36", "--data.init_args.val_crop_size", "32",
         "--run.dir", str(run_dir), "--run.wandb", "offline", "--ckpt_path", "last", *extra,

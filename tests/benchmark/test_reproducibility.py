@@ -21,7 +21,7 @@ def _fit(run_dir, embedded_data_root):
     args = [
         sys.executable, "-m", "benchmark", "fit", *stack, "--seed_everything", "1",
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-        "--trainer.accumulate_grad_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.accumulate_grad_batches", "1", "--trainer.val_check_interval", "1.0", "--trainer.enable_progress_bar", "false",
         "--data.init_args.train_crop_size", "32", "--data.init_args.val_resize_size", "36", "--data.init_args.val_crop_size", "32",
         "--run.wandb", "disabled", "--run.dir", str(run_dir),
     ]  # fmt: skip

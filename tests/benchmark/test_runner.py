@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark.cli import main as cli_main
-from benchmark.grid import config_stack
+from benchmark.grid import CONFIG_DIR, config_stack
 from benchmark.report import build_report, load_runs
 from benchmark.tracking import read_offline_run, resolve_wandb_mode
 
@@ -90,7 +91,7 @@ def finished_run(tmp_path_factory, embedded_data_root):
     args = [
         "fit", *stack,
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
-        "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", "--trainer.accumulate_grad_batches", "2",
         "--data.init_args.train_crop_size", "32", "--data.init_args.val_resize_size", "36", "--data.init_args.val_crop_size", "32",
         "--run.wandb", "offline", "--ckpt_path", "last",
     ]
@@ -109,7 +110,9 @@ def test_run_directory_layout(finished_run):
     assert final["optimizer"] == "clipped_sstm" and final["task"] == "classification" and final["seed"] == 0
     assert final["evaluate_at"] == "evaluation_point"
     assert final["bn_recomputed"] is True  # ResNet-18 has BatchNorm and SSTM's y differs from x
-    assert final["optimizer_hparams"]["max_ratio"] == 0.99 and final["accumulate_grad_batches"] == 2
+    # the tuned embedded setting (benchmark/configs/imagenet/embedded_clipped_sstm.yaml), as configured
+    tuned = yaml.safe_load((CONFIG_DIR / "imagenet" / "embedded_clipped_sstm.yaml").read_text())["model"]["init_args"]["optimizer_args"]
+    assert final["optimizer_hparams"]["max_ratio"] == tuned["max_ratio"] and final["accumulate_grad_batches"] == 2
     assert 0.0 <= final["metrics"]["val/top1"] <= 1.0
 
 
